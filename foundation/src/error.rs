@@ -1,0 +1,203 @@
+//! The one error table of the HTTP edge: every error code, its HTTP status and its default
+//! Chinese message, and `ApiError`, the only error type handlers return.
+//!
+//! Domain crates keep their own typed errors and convert them into an [`ApiError`] with a code
+//! from this table; nothing else decides what a client sees. Internal errors are logged with
+//! their cause and answered with a generic message, so no SQL or path ever leaks to a client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+macro_rules! error_codes {
+    ($( $variant:ident => ($status:ident, $code:literal, $message:literal), )*) => {
+        /// Every error code livecamp answers with. The `code` string is a stable contract.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode { $( $variant, )* }
+
+        impl ErrorCode {
+            /// All codes, for documentation and the exhaustiveness test.
+            pub const ALL: &'static [ErrorCode] = &[ $( ErrorCode::$variant, )* ];
+
+            /// The stable machine-readable code.
+            pub fn as_str(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $code, )* }
+            }
+
+            /// The HTTP status this code is answered with.
+            pub fn status(self) -> StatusCode {
+                match self { $( ErrorCode::$variant => StatusCode::$status, )* }
+            }
+
+            /// The default message shown to people (Simplified Chinese).
+            pub fn default_message(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $message, )* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    // 400
+    BadRequest => (BAD_REQUEST, "bad_request", "请求格式不正确"),
+    MalformedJson => (BAD_REQUEST, "malformed_json", "请求内容不是有效的 JSON"),
+    ValidationFailed => (BAD_REQUEST, "validation_failed", "提交的内容未通过校验"),
+    InvalidIdNumber => (BAD_REQUEST, "invalid_id_number", "身份证号码无效"),
+    InvalidPhone => (BAD_REQUEST, "invalid_phone", "手机号码无效"),
+    WeakPassword => (BAD_REQUEST, "weak_password", "密码至少 8 位，且须同时包含字母和数字"),
+    // 401
+    Unauthenticated => (UNAUTHORIZED, "unauthenticated", "请先登录"),
+    InvalidCredentials => (UNAUTHORIZED, "invalid_credentials", "用户名或密码错误"),
+    SessionEnded => (UNAUTHORIZED, "session_ended", "账号已在其他地方登录，或会话已过期，请重新登录"),
+    // 403
+    Forbidden => (FORBIDDEN, "forbidden", "没有权限执行此操作"),
+    CsrfFailed => (FORBIDDEN, "csrf_failed", "请求校验失败，请刷新页面后重试"),
+    AccountDisabled => (FORBIDDEN, "account_disabled", "账号已停用"),
+    // 404, 405
+    NotFound => (NOT_FOUND, "not_found", "请求的资源不存在"),
+    MethodNotAllowed => (METHOD_NOT_ALLOWED, "method_not_allowed", "不支持该请求方法"),
+    // 409
+    Conflict => (CONFLICT, "conflict", "操作与当前状态冲突"),
+    UsernameTaken => (CONFLICT, "username_taken", "用户名已被使用"),
+    IdNumberTaken => (CONFLICT, "id_number_taken", "该身份证号码已登记"),
+    // 413, 415
+    PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload_too_large", "请求内容过大"),
+    UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "请求内容类型不受支持"),
+    // 422
+    UnprocessableEntity => (UNPROCESSABLE_ENTITY, "unprocessable_entity", "请求字段缺失或类型不正确"),
+    // 423, 429
+    AccountLocked => (LOCKED, "account_locked", "登录失败次数过多，账号已临时锁定"),
+    RateLimited => (TOO_MANY_REQUESTS, "rate_limited", "操作过于频繁，请稍后再试"),
+    // 5xx
+    Internal => (INTERNAL_SERVER_ERROR, "internal", "服务器内部错误，请稍后再试"),
+    Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "服务暂不可用，请稍后再试"),
+}
+
+/// The JSON body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, from the error table.
+    pub code: &'static str,
+    /// Human-readable explanation in Simplified Chinese.
+    pub message: String,
+}
+
+/// The error every handler returns: a code from the table plus an optional specific message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode) -> Self {
+        Self {
+            code,
+            message: None,
+        }
+    }
+
+    pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: Some(message.into()),
+        }
+    }
+
+    /// An unexpected failure: logged here with its cause, answered with a generic 500.
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(ErrorCode::Internal)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(ErrorCode::NotFound)
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(ErrorCode::Forbidden)
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::with_message(ErrorCode::ValidationFailed, message)
+    }
+
+    pub fn message(&self) -> &str {
+        self.message
+            .as_deref()
+            .unwrap_or_else(|| self.code.default_message())
+    }
+}
+
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        Self::new(code)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::RowNotFound => Self::not_found(),
+            sqlx::Error::PoolTimedOut => {
+                tracing::warn!(error = %err, "database pool exhausted");
+                Self::new(ErrorCode::Unavailable)
+            }
+            _ => Self::internal(err),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(err: anyhow::Error) -> Self {
+        Self::internal(format!("{err:#}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = ErrorBody {
+            code: self.code.as_str(),
+            message: self.message().to_owned(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Handler result.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_statuses_are_errors() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "duplicate code {s}");
+            assert!(
+                s.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{s} is not snake_case"
+            );
+            assert!(
+                code.status().is_client_error() || code.status().is_server_error(),
+                "{s} maps to a non-error status"
+            );
+            assert!(!code.default_message().is_empty());
+        }
+    }
+}

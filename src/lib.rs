@@ -1,0 +1,117 @@
+//! The `livecamp` application: assembles every crate's router into one axum app and runs it.
+//! `main.rs` is only the command line around this.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::routing::get;
+use foundation::AppState;
+use foundation::config::{Config, LogFormat};
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+/// The whole HTTP surface of one node.
+pub fn app(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(foundation::http::identity_router())
+        .merge(foundation::http::ops_router())
+        .merge(admin_api::router())
+        .route("/api/openapi.json", get(|| async { Json(openapi()) }))
+        .fallback(web::serve);
+    foundation::http::with_common_layers(routes, state)
+}
+
+/// The OpenAPI document of every crate's routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = foundation::http::FoundationApi::openapi();
+    doc.merge(admin_api::AdminApi::openapi());
+    doc.info.title = "livecamp API".into();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.info.description = Some(
+        "马兰花网络创业培训教学辅助平台 livecamp. Errors are JSON {code, message}. \
+         Authenticate with `Authorization: Bearer <token>` from /api/v1/auth/login, or the session \
+         cookie plus the `X-CSRF-Token` header on unsafe methods."
+            .into(),
+    );
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    components.add_security_scheme(
+        "session_cookie",
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+            foundation::http::extract::SESSION_COOKIE,
+        ))),
+    );
+    doc
+}
+
+/// Installs the global tracing subscriber (text or JSON lines).
+pub fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A second initialisation (tests) is harmless; ignore it.
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Serves until `shutdown` completes, then lets in-flight requests finish for up to the
+/// configured grace period.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
+    let db = state.db.clone();
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stopped_tx.send(());
+    });
+    let server = tokio::spawn(async move { server.await });
+    // Once shutdown starts, wait at most `grace` for connections to drain.
+    let result = tokio::select! {
+        r = server => r.map_err(|e| anyhow::anyhow!("server task failed: {e}"))?.map_err(anyhow::Error::from),
+        _ = async { let _ = stopped_rx.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("grace period over; closing remaining connections");
+            Ok(())
+        }
+    };
+    db.close().await;
+    result
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
