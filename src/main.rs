@@ -9,7 +9,11 @@ use foundation::AppState;
 use foundation::config::Config;
 
 #[derive(Parser)]
-#[command(name = "livecamp", version, about = "马兰花网络创业培训教学辅助平台 — live-commerce streaming server with a training overlay")]
+#[command(
+    name = "livecamp",
+    version,
+    about = "马兰花网络创业培训教学辅助平台 — live-commerce streaming server with a training overlay"
+)]
 struct Cli {
     /// Configuration file (TOML); defaults to ./livecamp.toml when present.
     #[arg(long, short, env = "LIVECAMP_CONFIG", global = true)]
@@ -53,7 +57,10 @@ fn main() -> ExitCode {
         }
     };
     livecamp::init_tracing(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("livecamp: cannot start the async runtime: {e}");

@@ -4,13 +4,15 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use foundation::audit::VerifyReport;
 use foundation::clock::rfc3339;
 use foundation::error::ErrorBody;
 use foundation::http::extract::{ApiJson, ApiPath, ApiQuery, Client, CurrentUser};
-use foundation::identity::fields::{IdNumber, NewPassword, PersonName, Phone, Username, parse_label};
+use foundation::identity::fields::{
+    IdNumber, NewPassword, PersonName, Phone, Username, parse_label,
+};
 use foundation::identity::{NewAccount, Principal, Role};
 use foundation::org::Ref;
-use foundation::audit::VerifyReport;
 use foundation::{ApiError, ApiResult, AppState};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -68,11 +70,17 @@ fn like_pattern(q: &str) -> String {
     format!("%{escaped}%")
 }
 
-const ACCOUNT_FILTER: &str = "($1 = 1 OR a.institution_id = $2) AND (LOWER(a.username) LIKE $3 ESCAPE '\\' OR a.name LIKE $3 ESCAPE '\\')";
+/// Scope ($1 all, $2 institution) and search: part of the username or name ($3), or a complete
+/// phone ($4) or ID number ($5), found through their keyed hashes since both are encrypted.
+const ACCOUNT_FILTER: &str = "($1 = 1 OR a.institution_id = $2) AND (LOWER(a.username) LIKE $3 ESCAPE '\\' \
+     OR a.name LIKE $3 ESCAPE '\\' OR a.phone_hash = $4 OR a.id_number_hash = $5)";
 
 async fn account_row(state: &AppState, row: &sqlx::any::AnyRow, now: i64) -> ApiResult<AccountRow> {
     let id: i64 = row.try_get(0)?;
-    let institution = match (row.try_get::<Option<i64>, _>(5)?, row.try_get::<Option<String>, _>(6)?) {
+    let institution = match (
+        row.try_get::<Option<i64>, _>(5)?,
+        row.try_get::<Option<String>, _>(6)?,
+    ) {
         (Some(id), Some(name)) => Some(Ref { id, name }),
         _ => None,
     };
@@ -106,23 +114,34 @@ pub async fn list_accounts(
         return Err(ApiError::validation("搜索词不能超过 64 个字符"));
     }
     let pattern = like_pattern(&q);
+    let keys = state.identity.keys();
+    let phone_hash = Phone::parse(&q)
+        .ok()
+        .map(|phone| keys.lookup.hash("phone", phone.as_str()));
+    let id_hash = IdNumber::parse(&q)
+        .ok()
+        .map(|id| keys.lookup.hash("id_number", id.as_str()));
     let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM accounts a WHERE {ACCOUNT_FILTER}"
     )))
     .bind(all)
     .bind(institution)
     .bind(&pattern)
+    .bind(&phone_hash)
+    .bind(&id_hash)
     .fetch_one(state.db.pool())
     .await?
     .try_get(0)?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT a.id, a.username, a.name, a.phone_masked, a.id_number_masked, i.id, i.name, a.locked_until, a.created_at \
          FROM accounts a LEFT JOIN institutions i ON i.id = a.institution_id WHERE {ACCOUNT_FILTER} \
-         ORDER BY a.username LIMIT $4 OFFSET $5"
+         ORDER BY a.username LIMIT $6 OFFSET $7"
     )))
     .bind(all)
     .bind(institution)
     .bind(&pattern)
+    .bind(&phone_hash)
+    .bind(&id_hash)
     .bind(per_page)
     .bind((page - 1) * per_page)
     .fetch_all(state.db.pool())
@@ -170,22 +189,33 @@ pub async fn create_account(
     ApiJson(body): ApiJson<CreateAccountRequest>,
 ) -> ApiResult<(StatusCode, Json<AccountRow>)> {
     account_scope(&p)?;
-    let role = Role::parse(&body.role)
-        .ok_or_else(|| ApiError::validation(format!("未知角色：{}", body.role.chars().take(32).collect::<String>())))?;
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::validation(format!(
+            "未知角色：{}",
+            body.role.chars().take(32).collect::<String>()
+        ))
+    })?;
     let new = NewAccount {
         username: Username::parse(&body.username)?,
         name: PersonName::parse(&body.name)?,
         password: NewPassword::parse(&body.password)?,
         roles: vec![role],
-        phone: non_empty(body.phone).map(|v| Phone::parse(&v)).transpose()?,
-        id_number: non_empty(body.id_number).map(|v| IdNumber::parse(&v)).transpose()?,
+        phone: non_empty(body.phone)
+            .map(|v| Phone::parse(&v))
+            .transpose()?,
+        id_number: non_empty(body.id_number)
+            .map(|v| IdNumber::parse(&v))
+            .transpose()?,
         institution_id: body.institution_id,
         region_id: body.region_id,
         certificate_no: non_empty(body.certificate_no)
             .map(|v| parse_label(&v, "讲师证书编号"))
             .transpose()?,
     };
-    let id = state.identity.create_account(Some(&p), new, &client).await?;
+    let id = state
+        .identity
+        .create_account(Some(&p), new, &client)
+        .await?;
     Ok((StatusCode::CREATED, Json(load_account(&state, id).await?)))
 }
 
@@ -253,7 +283,10 @@ pub async fn settings(
     p.require(Role::PlatformAdmin)?;
     let mut value = state.config.redacted();
     if let Some(map) = value.as_object_mut() {
-        map.insert("bus".into(), serde_json::to_value(state.bus.health()).unwrap_or_default());
+        map.insert(
+            "bus".into(),
+            serde_json::to_value(state.bus.health()).unwrap_or_default(),
+        );
         map.insert("database_backend".into(), state.db.backend().name().into());
     }
     Ok(Json(value))
@@ -295,7 +328,10 @@ pub async fn audit_log(
     .await?;
     rows.iter()
         .map(|r| {
-            let actor = match (r.try_get::<Option<i64>, _>(2)?, r.try_get::<Option<String>, _>(3)?) {
+            let actor = match (
+                r.try_get::<Option<i64>, _>(2)?,
+                r.try_get::<Option<String>, _>(3)?,
+            ) {
                 (Some(id), Some(name)) => Some(Ref { id, name }),
                 _ => None,
             };

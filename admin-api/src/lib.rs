@@ -40,14 +40,20 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/classes", get(organisation::list_classes))
         .route("/api/v1/classes/{id}", get(organisation::get_class))
         .route("/api/v1/institutions", get(organisation::list_institutions))
-        .route("/api/v1/institutions/{id}", get(organisation::get_institution))
+        .route(
+            "/api/v1/institutions/{id}",
+            get(organisation::get_institution),
+        )
         .route("/api/v1/instructors", get(organisation::list_instructors))
         .route("/api/v1/regions", get(organisation::list_regions))
         .route(
             "/api/v1/admin/accounts",
             get(accounts::list_accounts).post(accounts::create_account),
         )
-        .route("/api/v1/admin/accounts/{id}/roles", put(accounts::set_roles))
+        .route(
+            "/api/v1/admin/accounts/{id}/roles",
+            put(accounts::set_roles),
+        )
         .route("/api/v1/admin/accounts/{id}/unlock", post(accounts::unlock))
         .route("/api/v1/admin/settings", get(accounts::settings))
         .route("/api/v1/admin/audit", get(accounts::audit_log))

@@ -6,7 +6,8 @@ use foundation::error::ErrorBody;
 use foundation::http::extract::{ApiPath, CurrentUser};
 use foundation::identity::Role;
 use foundation::org::{
-    ClassDetail, ClassSummary, InstitutionDetail, InstitutionSummary, Instructor, RegionSummary, Scope,
+    ClassDetail, ClassSummary, InstitutionDetail, InstitutionSummary, Instructor, RegionSummary,
+    Scope,
 };
 use foundation::{ApiError, ApiResult, AppState};
 

@@ -20,7 +20,7 @@ use crate::db::{Backend, Db};
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Advisory-lock key that serialises audit appenders on PostgreSQL ("audit" in ASCII).
-const PG_AUDIT_LOCK: i64 = 0x6175_6469_74;
+const PG_AUDIT_LOCK: i64 = 0x0061_7564_6974;
 
 /// What happened, as recorded. `detail` must already be masked: no raw ID or phone numbers.
 #[derive(Debug, Clone)]
@@ -87,7 +87,14 @@ pub struct Audit {
 fn entry_hash(e: &AuditEntry) -> String {
     // A JSON array is an unambiguous encoding of the fields (no separator confusion).
     let canonical = serde_json::json!([
-        e.seq, e.at, e.actor_id, e.action, e.target, e.detail, e.client_ip, e.prev_hash
+        e.seq,
+        e.at,
+        e.actor_id,
+        e.action,
+        e.target,
+        e.detail,
+        e.client_ip,
+        e.prev_hash
     ]);
     sha256_hex(canonical.to_string().as_bytes())
 }

@@ -187,8 +187,8 @@ impl std::fmt::Debug for RelayCommand {
 impl RedisBus {
     /// Connects to Redis (failing if it cannot be reached at start) and starts the relay task.
     pub async fn connect(url: &str) -> anyhow::Result<Arc<Self>> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
+        let client =
+            redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -287,21 +287,22 @@ async fn relay_task(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let pubsub = match tokio::time::timeout(Duration::from_secs(3), client.get_async_pubsub()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "bus relay cannot reach Redis; retrying");
-                wait_or_drain(&mut commands, backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-            Err(_) => {
-                tracing::warn!("bus relay: Redis connect timed out; retrying");
-                wait_or_drain(&mut commands, backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
+        let pubsub =
+            match tokio::time::timeout(Duration::from_secs(3), client.get_async_pubsub()).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "bus relay cannot reach Redis; retrying");
+                    wait_or_drain(&mut commands, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!("bus relay: Redis connect timed out; retrying");
+                    wait_or_drain(&mut commands, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
         let (mut sink, mut stream) = pubsub.split();
         let mut ok = true;
         for topic in local.topic_names() {
@@ -383,9 +384,17 @@ mod tests {
         let mut a = bus.subscribe("room.1").await;
         let mut b = bus.subscribe("room.1").await;
         let mut other = bus.subscribe("room.2").await;
-        bus.publish("room.1", Bytes::from_static(b"hello")).await.unwrap();
-        assert_eq!(a.recv().await.unwrap().unwrap(), Bytes::from_static(b"hello"));
-        assert_eq!(b.recv().await.unwrap().unwrap(), Bytes::from_static(b"hello"));
+        bus.publish("room.1", Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.recv().await.unwrap().unwrap(),
+            Bytes::from_static(b"hello")
+        );
+        assert_eq!(
+            b.recv().await.unwrap().unwrap(),
+            Bytes::from_static(b"hello")
+        );
         assert!(
             tokio::time::timeout(Duration::from_millis(50), other.recv())
                 .await

@@ -145,7 +145,9 @@ impl Config {
         );
         if let Some(url) = &self.database_url {
             anyhow::ensure!(
-                url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:"),
+                url.starts_with("sqlite:")
+                    || url.starts_with("postgres:")
+                    || url.starts_with("postgresql:"),
                 "database_url must start with sqlite: or postgres:"
             );
         }
@@ -188,10 +190,10 @@ impl Config {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
             for key in SECRET_KEYS {
-                if let Some(v) = map.get_mut(*key) {
-                    if !(v.is_null() || v.as_str() == Some("")) {
-                        *v = serde_json::Value::String("***".into());
-                    }
+                if let Some(v) = map.get_mut(*key)
+                    && !(v.is_null() || v.as_str() == Some(""))
+                {
+                    *v = serde_json::Value::String("***".into());
                 }
             }
             for key in ["database_url", "redis_url"] {
@@ -245,7 +247,10 @@ mod tests {
             redact_url_password("postgres://u@h/db"),
             "postgres://u@h/db"
         );
-        assert_eq!(redact_url_password("sqlite://./data/x.db"), "sqlite://./data/x.db");
+        assert_eq!(
+            redact_url_password("sqlite://./data/x.db"),
+            "sqlite://./data/x.db"
+        );
     }
 
     #[test]

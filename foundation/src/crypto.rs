@@ -292,7 +292,9 @@ mod tests {
 
     #[test]
     fn bad_specs_are_rejected_without_echoing_the_key() {
-        let err = FieldCipher::from_spec("k1:c2hvcnQ=").unwrap_err().to_string();
+        let err = FieldCipher::from_spec("k1:c2hvcnQ=")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("c2hvcnQ"));
         assert!(FieldCipher::from_spec("").is_err());
         assert!(FieldCipher::from_spec("nocolon").is_err());

@@ -54,12 +54,12 @@ impl Db {
         let mut url = url.to_owned();
         if backend == Backend::Sqlite {
             let path = sqlite_path(&url);
-            if let Some(parent) = std::path::Path::new(&path).parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        anyhow::anyhow!("cannot create database directory {}: {e}", parent.display())
-                    })?;
-                }
+            if let Some(parent) = std::path::Path::new(&path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    anyhow::anyhow!("cannot create database directory {}: {e}", parent.display())
+                })?;
             }
             if !url.contains('?') {
                 url.push_str("?mode=rwc");
@@ -79,10 +79,9 @@ impl Db {
                     Ok(())
                 })
             });
-        let pool = options
-            .connect(&url)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to the {} database: {e}", backend.name()))?;
+        let pool = options.connect(&url).await.map_err(|e| {
+            anyhow::anyhow!("cannot connect to the {} database: {e}", backend.name())
+        })?;
         Ok(Self { pool, backend })
     }
 
@@ -118,7 +117,10 @@ impl Db {
 
     /// A trivial round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {
@@ -162,7 +164,10 @@ mod tests {
 
     #[test]
     fn sqlite_paths() {
-        assert_eq!(sqlite_path("sqlite://./data/livecamp.db"), "./data/livecamp.db");
+        assert_eq!(
+            sqlite_path("sqlite://./data/livecamp.db"),
+            "./data/livecamp.db"
+        );
         assert_eq!(sqlite_path("sqlite:///tmp/x.db?mode=rwc"), "/tmp/x.db");
     }
 }

@@ -33,9 +33,9 @@ impl DemoAccounts {
 }
 
 const TRAINEE_NAMES: [&str; 30] = [
-    "张伟", "王芳", "李娜", "刘洋", "陈静", "杨帆", "赵磊", "黄敏", "周杰", "吴婷", "徐强", "孙丽", "马超",
-    "朱琳", "胡斌", "郭蕾", "何鹏", "高雪", "林峰", "罗佳", "郑凯", "梁燕", "谢涛", "宋倩", "唐亮", "韩梅",
-    "冯刚", "邓颖", "曹阳", "许晴",
+    "张伟", "王芳", "李娜", "刘洋", "陈静", "杨帆", "赵磊", "黄敏", "周杰", "吴婷", "徐强", "孙丽",
+    "马超", "朱琳", "胡斌", "郭蕾", "何鹏", "高雪", "林峰", "罗佳", "郑凯", "梁燕", "谢涛", "宋倩",
+    "唐亮", "韩梅", "冯刚", "邓颖", "曹阳", "许晴",
 ];
 
 fn demo_id_number(index: u32) -> IdNumber {
@@ -91,7 +91,9 @@ pub async fn ensure_demo_data(state: &AppState) -> anyhow::Result<Option<DemoAcc
         })?,
         None => NewPassword::parse(&generate_password()).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
-    let demo = create(state, &password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let demo = create(state, &password)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::create_dir_all(&state.config.data_dir)?;
     let path = credentials_path(state);
     let _ = std::fs::remove_file(&path);
@@ -106,13 +108,15 @@ async fn create(state: &AppState, password: &NewPassword) -> Result<DemoAccounts
         ip: "demo-data".into(),
         user_agent: String::new(),
     };
-    let region_id: i64 = sqlx::query("INSERT INTO regions (code, name, created_at) VALUES ($1, $2, $3) RETURNING id")
-        .bind("220100")
-        .bind("长春市")
-        .bind(now)
-        .fetch_one(db)
-        .await?
-        .try_get(0)?;
+    let region_id: i64 = sqlx::query(
+        "INSERT INTO regions (code, name, created_at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind("220100")
+    .bind("长春市")
+    .bind(now)
+    .fetch_one(db)
+    .await?
+    .try_get(0)?;
     let keys = state.identity.keys();
     let contact = Phone::parse("13843100000")?;
     let institution_id: i64 = sqlx::query(
@@ -162,16 +166,82 @@ async fn create(state: &AppState, password: &NewPassword) -> Result<DemoAccounts
         Ok(id)
     };
 
-    make("admin", "系统管理员", Role::PlatformAdmin, "平台管理员 platform admin", 901, None, None, None).await?;
-    make("supervisor01", "刘建国", Role::Supervisor, "主管部门 supervisor (长春市)", 902, None, Some(region_id), None).await?;
-    make("institution01", "陈淑华", Role::InstitutionAdmin, "培训机构管理员 institution admin", 903, Some(institution_id), None, None).await?;
-    let instructor1 = make("instructor01", "李明华", Role::Instructor, "讲师 instructor", 904, Some(institution_id), None, Some("MLH-WLCY-2024-0107")).await?;
-    let instructor2 = make("instructor02", "赵雅琴", Role::Instructor, "讲师 instructor", 905, Some(institution_id), None, Some("MLH-WLCY-2025-0032")).await?;
+    make(
+        "admin",
+        "系统管理员",
+        Role::PlatformAdmin,
+        "平台管理员 platform admin",
+        901,
+        None,
+        None,
+        None,
+    )
+    .await?;
+    make(
+        "supervisor01",
+        "刘建国",
+        Role::Supervisor,
+        "主管部门 supervisor (长春市)",
+        902,
+        None,
+        Some(region_id),
+        None,
+    )
+    .await?;
+    make(
+        "institution01",
+        "陈淑华",
+        Role::InstitutionAdmin,
+        "培训机构管理员 institution admin",
+        903,
+        Some(institution_id),
+        None,
+        None,
+    )
+    .await?;
+    let instructor1 = make(
+        "instructor01",
+        "李明华",
+        Role::Instructor,
+        "讲师 instructor",
+        904,
+        Some(institution_id),
+        None,
+        Some("MLH-WLCY-2024-0107"),
+    )
+    .await?;
+    let instructor2 = make(
+        "instructor02",
+        "赵雅琴",
+        Role::Instructor,
+        "讲师 instructor",
+        905,
+        Some(institution_id),
+        None,
+        Some("MLH-WLCY-2025-0032"),
+    )
+    .await?;
     let mut trainees = Vec::new();
     for (i, name) in TRAINEE_NAMES.iter().enumerate() {
         let n = i as u32 + 1;
-        let label = if n == 1 { "学员 trainee (trainee01 … trainee30)" } else { "学员 trainee" };
-        trainees.push(make(&format!("trainee{n:02}"), name, Role::Trainee, label, n, Some(institution_id), None, None).await?);
+        let label = if n == 1 {
+            "学员 trainee (trainee01 … trainee30)"
+        } else {
+            "学员 trainee"
+        };
+        trainees.push(
+            make(
+                &format!("trainee{n:02}"),
+                name,
+                Role::Trainee,
+                label,
+                n,
+                Some(institution_id),
+                None,
+                None,
+            )
+            .await?,
+        );
     }
     // Only the first trainee is listed; the rest follow the same pattern.
     accounts.truncate(6);

@@ -19,9 +19,9 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod http;
 pub mod identity;
 pub mod org;
-pub mod http;
 pub mod state;
 
 pub use error::{ApiError, ApiResult, ErrorCode};

@@ -248,7 +248,11 @@ impl Org {
     }
 
     /// One class with its instructors and trainees; `not_found` outside scope.
-    pub async fn class_detail(&self, principal: &Principal, class_id: i64) -> ApiResult<ClassDetail> {
+    pub async fn class_detail(
+        &self,
+        principal: &Principal,
+        class_id: i64,
+    ) -> ApiResult<ClassDetail> {
         let scope = Scope::of(principal);
         let row = bind_scope(
             sqlx::query(concat!(class_columns!(), "c.id = $6 AND ", class_scope!())),
@@ -347,7 +351,11 @@ impl Org {
             .map_err(ApiError::from)
     }
 
-    pub async fn institution_detail(&self, principal: &Principal, id: i64) -> ApiResult<InstitutionDetail> {
+    pub async fn institution_detail(
+        &self,
+        principal: &Principal,
+        id: i64,
+    ) -> ApiResult<InstitutionDetail> {
         let scope = Scope::of(principal);
         let summary = self
             .institutions(&scope)

@@ -67,7 +67,8 @@ impl AppState {
             bus.clone(),
             policy,
         ));
-        let per_minute = NonZeroU32::new(config.login_rate_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        let per_minute =
+            NonZeroU32::new(config.login_rate_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let login_limiter = Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute)));
         Ok(Self {
             config: Arc::new(config),
@@ -86,7 +87,8 @@ impl AppState {
 /// `{data_dir}/secrets.toml` (created on first start). PostgreSQL deployments run several nodes
 /// that must share keys, so there they must be configured.
 fn load_keys(config: &Config) -> anyhow::Result<Keys> {
-    let (field_keys, lookup_key) = if !config.field_keys.is_empty() && !config.lookup_key.is_empty() {
+    let (field_keys, lookup_key) = if !config.field_keys.is_empty() && !config.lookup_key.is_empty()
+    {
         (config.field_keys.clone(), config.lookup_key.clone())
     } else {
         anyhow::ensure!(
@@ -95,7 +97,10 @@ fn load_keys(config: &Config) -> anyhow::Result<Keys> {
              (every node needs the same keys); `livecamp keys` prints a fresh pair"
         );
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display())
+            anyhow::anyhow!(
+                "cannot create data directory {}: {e}",
+                config.data_dir.display()
+            )
         })?;
         Keys::load_or_create_file(&config.data_dir.join("secrets.toml"))?
     };

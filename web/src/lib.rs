@@ -48,11 +48,7 @@ pub async fn serve(uri: Uri) -> Response {
         }
     }
     match Assets::get("index.html") {
-        Some(index) => (
-            [(header::CACHE_CONTROL, "no-cache")],
-            Html(index.data),
-        )
-            .into_response(),
+        Some(index) => ([(header::CACHE_CONTROL, "no-cache")], Html(index.data)).into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, Html(NOT_BUILT)).into_response(),
     }
 }

@@ -108,7 +108,10 @@ pub async fn logout(
 /// The current user, sensitive fields masked.
 #[utoipa::path(get, path = "/api/v1/me", tag = "identity",
     responses((status = 200, body = Profile), (status = 401, body = ErrorBody)))]
-pub async fn me(State(state): State<AppState>, CurrentUser(principal): CurrentUser) -> ApiResult<Json<Profile>> {
+pub async fn me(
+    State(state): State<AppState>,
+    CurrentUser(principal): CurrentUser,
+) -> ApiResult<Json<Profile>> {
     Ok(Json(state.identity.profile(principal.account_id).await?))
 }
 

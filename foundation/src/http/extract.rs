@@ -39,7 +39,12 @@ impl From<JsonRejection> for ApiError {
         match rejection {
             JsonRejection::JsonDataError(e) => ApiError::with_message(
                 ErrorCode::UnprocessableEntity,
-                format!("请求字段缺失或类型不正确：{}", e.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: ")),
+                format!(
+                    "请求字段缺失或类型不正确：{}",
+                    e.body_text().trim_start_matches(
+                        "Failed to deserialize the JSON body into the target type: "
+                    )
+                ),
             ),
             JsonRejection::JsonSyntaxError(_) => ErrorCode::MalformedJson.into(),
             JsonRejection::MissingJsonContentType(_) => ApiError::with_message(
@@ -49,7 +54,9 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ErrorCode::PayloadTooLarge.into()
             }
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge.into(),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ErrorCode::PayloadTooLarge.into()
+            }
             _ => ErrorCode::BadRequest.into(),
         }
     }
@@ -142,7 +149,10 @@ impl FromRequestParts<AppState> for CurrentUser {
 fn session_token(parts: &Parts) -> Result<(String, bool), ApiError> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or_default();
-        return match value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+        return match value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        {
             Some(token) => Ok((token.trim().to_owned(), false)),
             None => Err(ApiError::with_message(
                 ErrorCode::Unauthenticated,
@@ -154,14 +164,13 @@ fn session_token(parts: &Parts) -> Result<(String, bool), ApiError> {
     if let Some(cookie) = jar.get(SESSION_COOKIE) {
         return Ok((cookie.value().to_owned(), true));
     }
-    if parts.method == axum::http::Method::GET {
-        if let Some(query) = parts.uri.query() {
-            for pair in query.split('&') {
-                if let Some(token) = pair.strip_prefix("token=") {
-                    return Ok((token.to_owned(), false));
-                }
-            }
-        }
+    if parts.method == axum::http::Method::GET
+        && let Some(query) = parts.uri.query()
+        && let Some(token) = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("token="))
+    {
+        return Ok((token.to_owned(), false));
     }
     Err(ErrorCode::Unauthenticated.into())
 }

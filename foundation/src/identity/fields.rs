@@ -34,7 +34,7 @@ impl IdNumber {
             return Err(invalid("出生日期不正确"));
         }
         let expected = Self::check_code(body);
-        if check.chars().next() != Some(expected) {
+        if !check.starts_with(expected) {
             return Err(invalid("校验码不正确"));
         }
         Ok(Self(value))
@@ -175,7 +175,11 @@ impl PersonName {
 pub fn parse_label(input: &str, what: &str) -> Result<String, ApiError> {
     let value = input.trim();
     let count = value.chars().count();
-    if !(1..=64).contains(&count) || value.chars().any(|c| c.is_control() || c == '<' || c == '>') {
+    if !(1..=64).contains(&count)
+        || value
+            .chars()
+            .any(|c| c.is_control() || c == '<' || c == '>')
+    {
         return Err(ApiError::validation(format!(
             "{what}须为 1–64 个字符，且不能包含 < > 或控制字符"
         )));
@@ -225,7 +229,10 @@ mod tests {
     fn known_valid_numbers() {
         // The GB 11643 worked example.
         assert!(IdNumber::parse("11010519491231002X").is_ok());
-        assert!(IdNumber::parse("11010519491231002x").is_ok(), "lower-case x accepted");
+        assert!(
+            IdNumber::parse("11010519491231002x").is_ok(),
+            "lower-case x accepted"
+        );
         assert_eq!(
             IdNumber::parse("11010519491231002x").unwrap().as_str(),
             "11010519491231002X"
@@ -253,7 +260,10 @@ mod tests {
         let id = IdNumber::parse(&make_id("220102", "19900307", "123")).unwrap();
         assert_eq!(id.masked().len(), 18);
         assert!(id.masked().starts_with("2201**********"));
-        assert_eq!(Phone::parse("+86 138-0000-1234").unwrap().masked(), "138****1234");
+        assert_eq!(
+            Phone::parse("+86 138-0000-1234").unwrap().masked(),
+            "138****1234"
+        );
     }
 
     #[test]
@@ -267,7 +277,10 @@ mod tests {
 
     #[test]
     fn usernames_names_and_passwords() {
-        assert_eq!(Username::parse(" Trainee01 ").unwrap().as_str(), "trainee01");
+        assert_eq!(
+            Username::parse(" Trainee01 ").unwrap().as_str(),
+            "trainee01"
+        );
         assert!(Username::parse("a").is_err());
         assert!(Username::parse("x' OR '1'='1").is_err());
         assert!(PersonName::parse("张三").is_ok());

@@ -31,7 +31,9 @@ use password::PasswordHasher;
 pub const SESSION_ENDED_TOPIC: &str = "identity.session_ended";
 
 /// The five roles. A person may hold several.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// 学员
@@ -278,12 +280,14 @@ impl Identity {
                     .execute(&mut *tx)
                     .await?;
             } else {
-                sqlx::query("UPDATE accounts SET failed_logins = $1, updated_at = $2 WHERE id = $3")
-                    .bind(failed)
-                    .bind(now)
-                    .bind(account_id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE accounts SET failed_logins = $1, updated_at = $2 WHERE id = $3",
+                )
+                .bind(failed)
+                .bind(now)
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
             }
             self.audit
                 .append_in(
@@ -397,7 +401,8 @@ impl Identity {
         let last_seen: i64 = row.try_get(2)?;
         let expires_at: i64 = row.try_get(3)?;
         if now >= expires_at || now - last_seen >= self.policy.idle_ms {
-            self.end_session(account_id, &session_hash, "expired").await?;
+            self.end_session(account_id, &session_hash, "expired")
+                .await?;
             return Err(ApiError::with_message(
                 ErrorCode::SessionEnded,
                 "会话已过期，请重新登录",
@@ -410,7 +415,9 @@ impl Identity {
                 .execute(self.db.pool())
                 .await?;
         }
-        let principal = self.load_principal(account_id, session_hash, csrf_token).await?;
+        let principal = self
+            .load_principal(account_id, session_hash, csrf_token)
+            .await?;
         Ok(principal)
     }
 
@@ -478,7 +485,12 @@ impl Identity {
         Ok(roles)
     }
 
-    async fn end_session(&self, account_id: i64, session_hash: &str, reason: &str) -> ApiResult<()> {
+    async fn end_session(
+        &self,
+        account_id: i64,
+        session_hash: &str,
+        reason: &str,
+    ) -> ApiResult<()> {
         let now = self.clock.now_millis();
         let mut tx = self.db.begin_write().await?;
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
@@ -487,7 +499,8 @@ impl Identity {
             .await?;
         insert_tombstone(&mut tx, session_hash, account_id, reason, now).await?;
         tx.commit().await?;
-        self.announce_end(account_id, session_hash.to_owned(), reason).await;
+        self.announce_end(account_id, session_hash.to_owned(), reason)
+            .await;
         Ok(())
     }
 
@@ -499,7 +512,11 @@ impl Identity {
         };
         // Serialising a struct of strings and integers cannot fail.
         let payload = serde_json::to_vec(&event).unwrap_or_default();
-        if let Err(e) = self.bus.publish(SESSION_ENDED_TOPIC, Bytes::from(payload)).await {
+        if let Err(e) = self
+            .bus
+            .publish(SESSION_ENDED_TOPIC, Bytes::from(payload))
+            .await
+        {
             tracing::warn!(error = %e, "session end announced on this node only");
         }
     }
@@ -616,7 +633,9 @@ impl Identity {
             .any(|r| matches!(r, Role::InstitutionAdmin | Role::Instructor))
             && new.institution_id.is_none()
         {
-            return Err(ApiError::validation("讲师和机构管理员账号须指定所属培训机构"));
+            return Err(ApiError::validation(
+                "讲师和机构管理员账号须指定所属培训机构",
+            ));
         }
         if let Some(inst) = new.institution_id {
             let exists = sqlx::query("SELECT id FROM institutions WHERE id = $1")
@@ -624,7 +643,10 @@ impl Identity {
                 .fetch_optional(self.db.pool())
                 .await?;
             if exists.is_none() {
-                return Err(ApiError::with_message(ErrorCode::NotFound, "培训机构不存在"));
+                return Err(ApiError::with_message(
+                    ErrorCode::NotFound,
+                    "培训机构不存在",
+                ));
             }
         }
         if let Some(region) = new.region_id {
@@ -640,13 +662,31 @@ impl Identity {
         let now = self.clock.now_millis();
         let keys = &self.keys;
         let phone_enc = new.phone.as_ref().map(|p| keys.fields.encrypt(p.as_str()));
-        let phone_hash = new.phone.as_ref().map(|p| keys.lookup.hash("phone", p.as_str()));
+        let phone_hash = new
+            .phone
+            .as_ref()
+            .map(|p| keys.lookup.hash("phone", p.as_str()));
         let phone_masked = new.phone.as_ref().map(Phone::masked);
-        let id_enc = new.id_number.as_ref().map(|i| keys.fields.encrypt(i.as_str()));
-        let id_hash = new.id_number.as_ref().map(|i| keys.lookup.hash("id_number", i.as_str()));
+        let id_enc = new
+            .id_number
+            .as_ref()
+            .map(|i| keys.fields.encrypt(i.as_str()));
+        let id_hash = new
+            .id_number
+            .as_ref()
+            .map(|i| keys.lookup.hash("id_number", i.as_str()));
         let id_masked = new.id_number.as_ref().map(IdNumber::masked);
 
         let mut tx = self.db.begin_write().await?;
+        // Check the username first so that a request colliding on several unique fields is
+        // answered about the username on both engines; the constraints stay the real guard.
+        let taken = sqlx::query("SELECT id FROM accounts WHERE username = $1")
+            .bind(new.username.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(ErrorCode::UsernameTaken.into());
+        }
         let inserted = sqlx::query(
             "INSERT INTO accounts (username, name, password_hash, phone_enc, phone_hash, phone_masked, \
              id_number_enc, id_number_hash, id_number_masked, institution_id, region_id, certificate_no, \
@@ -671,8 +711,8 @@ impl Identity {
         let account_id: i64 = match inserted {
             Ok(row) => row.try_get(0)?,
             Err(e) if is_unique_violation(&e) => {
-                let message = e.to_string();
-                return Err(if message.contains("id_number") {
+                // A concurrent insert can still collide; both engines name the column.
+                return Err(if e.to_string().contains("id_number") {
                     ErrorCode::IdNumberTaken.into()
                 } else {
                     ErrorCode::UsernameTaken.into()
@@ -746,7 +786,9 @@ impl Identity {
             .any(|r| matches!(r, Role::InstitutionAdmin | Role::Instructor))
             && institution_id.is_none()
         {
-            return Err(ApiError::validation("讲师和机构管理员账号须指定所属培训机构"));
+            return Err(ApiError::validation(
+                "讲师和机构管理员账号须指定所属培训机构",
+            ));
         }
         let mut tx = self.db.begin_write().await?;
         sqlx::query("DELETE FROM account_roles WHERE account_id = $1")
@@ -779,13 +821,19 @@ impl Identity {
     }
 
     /// Lifts a lockout. Platform admins, or the institution admin of the account's institution.
-    pub async fn unlock(&self, actor: &Principal, account_id: i64, client: &ClientInfo) -> ApiResult<()> {
-        let institution_id: Option<i64> = sqlx::query("SELECT institution_id FROM accounts WHERE id = $1")
-            .bind(account_id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(ApiError::not_found)?
-            .try_get(0)?;
+    pub async fn unlock(
+        &self,
+        actor: &Principal,
+        account_id: i64,
+        client: &ClientInfo,
+    ) -> ApiResult<()> {
+        let institution_id: Option<i64> =
+            sqlx::query("SELECT institution_id FROM accounts WHERE id = $1")
+                .bind(account_id)
+                .fetch_optional(self.db.pool())
+                .await?
+                .ok_or_else(ApiError::not_found)?
+                .try_get(0)?;
         let allowed = actor.has(Role::PlatformAdmin)
             || (actor.has(Role::InstitutionAdmin)
                 && institution_id.is_some()
@@ -803,8 +851,12 @@ impl Identity {
         self.audit
             .append_in(
                 &mut tx,
-                AuditEvent::new(Some(actor.account_id), "account_unlocked", format!("account:{account_id}"))
-                    .ip(&client.ip),
+                AuditEvent::new(
+                    Some(actor.account_id),
+                    "account_unlocked",
+                    format!("account:{account_id}"),
+                )
+                .ip(&client.ip),
             )
             .await?;
         tx.commit().await?;

@@ -43,7 +43,8 @@ impl PasswordHasher {
     /// Spends the time of one verification; used for unknown usernames so timing does not tell
     /// which usernames exist.
     pub fn waste_verification(&self, password: &str) {
-        let dummy = DUMMY_HASH.get_or_init(|| self.hash("not-a-real-password-1").unwrap_or_default());
+        let dummy =
+            DUMMY_HASH.get_or_init(|| self.hash("not-a-real-password-1").unwrap_or_default());
         let _ = self.verify(password, dummy);
     }
 }

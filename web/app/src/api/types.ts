@@ -108,6 +108,8 @@ export interface InstitutionSummary {
   id: Id
   name: string
   region: Ref
+  /** 办学许可证号; sent by the server although docs/api-identity.md does not list it. */
+  license_no?: string | null
   address: string | null
   contact_phone_masked: string | null
   instructor_count: number
@@ -171,6 +173,8 @@ export interface CreateAccountRequest {
   phone?: string
   id_number?: string
   institution_id?: Id
+  /** For supervisors; accepted by the server although docs/api-identity.md does not list it. */
+  region_id?: Id
   certificate_no?: string
 }
 
@@ -190,6 +194,8 @@ export interface AuditEntry {
   action: string
   target: string | null
   detail: JsonValue
+  /** Sent by the server although docs/api-identity.md does not list it. */
+  client_ip?: string | null
   hash: string
 }
 

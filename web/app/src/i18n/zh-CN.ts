@@ -59,6 +59,8 @@ const zhCN = {
     traineeCount: (n: number) => `${n} 名学员`,
     viewDetail: '查看详情',
     back: '返回',
+    /** "标签：值" */
+    labelValue: (label: string, value: string) => `${label}：${value}`,
   },
 
   shell: {
@@ -132,6 +134,7 @@ const zhCN = {
     invalidCredentials: '用户名或密码错误',
     locked: '账号已锁定',
     rateLimited: '登录尝试过于频繁',
+    disabled: '账号已停用',
     sessionEnded: '您的账号已在其他地方登录，请重新登录',
     sessionExpired: '登录已失效，请重新登录',
     loggedOut: '您已安全退出',
@@ -166,6 +169,7 @@ const zhCN = {
     region: '所属地区',
     address: '地址',
     contactPhone: '联系电话',
+    licenseNo: '办学许可证号',
     instructorCount: '讲师',
     classCount: '班期',
     traineeCount: '学员',
@@ -267,7 +271,7 @@ const zhCN = {
       audit: '审计日志',
     },
     accounts: {
-      searchPlaceholder: '搜索用户名、姓名或手机号',
+      searchPlaceholder: '搜索用户名、姓名、完整手机号或身份证号',
       create: '新建账号',
       empty: '没有符合条件的账号',
       col: {
@@ -304,6 +308,8 @@ const zhCN = {
       idNumber: '身份证号（选填）',
       institution: '所属机构（选填）',
       institutionNone: '不关联机构',
+      region: '主管地区（选填）',
+      regionNone: '不关联地区',
       certificateNo: '讲师证书编号（选填）',
       submit: '创建账号',
       submitting: '创建中…',
@@ -335,6 +341,7 @@ const zhCN = {
         action: '操作',
         target: '对象',
         detail: '详情',
+        ip: '来源 IP',
         hash: '哈希',
       },
       system: '系统',

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Browser test: starts livecamp (the given binary, default target/debug/livecamp) on a free port
+# with a fresh data directory, runs web/e2e in headless Debian Chromium, stops the server.
+# Screenshots land in target/screenshots.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+bin=${1:-target/debug/livecamp}
+[ -x "$bin" ] || die "$bin not found: build the server first"
+[ -f web/dist/index.html ] || die "web/dist is missing: run scripts/build-web.sh first"
+ensure_debs chromium fonts-noto-cjk
+npm_ci web/e2e
+
+data=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+password="e2e$(date +%s)x"
+log="$data/server.log"
+LIVECAMP_LISTEN="127.0.0.1:$port" LIVECAMP_DATA_DIR="$data" LIVECAMP_DEMO_PASSWORD="$password" \
+  LIVECAMP_LOGIN_RATE_PER_MINUTE=1000 "$bin" serve >"$log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
+for _ in $(seq 1 60); do
+  curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  kill -0 $server 2>/dev/null || { cat "$log"; die "livecamp exited during start-up"; }
+  sleep 0.5
+done
+curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$log"; die "livecamp did not come up"; }
+say "browser test against http://127.0.0.1:$port"
+mkdir -p target/screenshots
+(cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" \
+  SCREENSHOT_DIR="$PWD/../../target/screenshots" node login-roles.mjs) || { tail -50 "$log"; die "browser test failed"; }

@@ -1,0 +1,264 @@
+//! Test harness: `spawn_app(backend)` starts a real livecamp on 127.0.0.1:0 with a fresh database
+//! — a new SQLite file, or a new PostgreSQL database that is dropped afterwards — and the demo
+//! data (password [`DEMO_PASSWORD`]). `backend_tests!` runs each test against both backends.
+//!
+//! PostgreSQL and Redis are expected at `TEST_POSTGRES_URL` (default
+//! postgres://postgres@127.0.0.1:5432/postgres) and `TEST_REDIS_URL` (default
+//! redis://127.0.0.1:6379); `make test` makes sure they run. A missing service fails the test.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use foundation::AppState;
+use foundation::clock::{Clock, SystemClock};
+use foundation::config::Config;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const DEMO_PASSWORD: &str = "demo12345";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Runs each listed `async fn name(backend: Backend)` once per backend.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::common::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::common::Backend::Postgres).await } )*
+        }
+    };
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub state: AppState,
+    pub backend: Backend,
+    pg_database: Option<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// A fresh PostgreSQL database; returns its URL and name.
+async fn create_pg_database() -> (String, String) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let admin = postgres_admin_url();
+    let name = format!("livecamp_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL must run at TEST_POSTGRES_URL (make test starts it)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    (format!("{base}/{name}"), name)
+}
+
+pub fn test_config(dir: &std::path::Path, database_url: String) -> Config {
+    let (field_keys, lookup_key) = foundation::crypto::Keys::generate();
+    Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        database_url: Some(database_url),
+        demo_password: Some(DEMO_PASSWORD.into()),
+        field_keys,
+        lookup_key,
+        argon2_memory_kib: 256,
+        argon2_iterations: 1,
+        login_rate_per_minute: 10_000,
+        shutdown_grace_seconds: 1,
+        log_level: "warn".into(),
+        ..Config::default()
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}, Arc::new(SystemClock)).await
+}
+
+pub async fn spawn_app_with(
+    backend: Backend,
+    adjust: impl FnOnce(&mut Config),
+    clock: Arc<dyn Clock>,
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (database_url, pg_database) = match backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}/livecamp.db", dir.path().display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let (url, name) = create_pg_database().await;
+            (url, Some(name))
+        }
+    };
+    let mut config = test_config(dir.path(), database_url);
+    adjust(&mut config);
+    let state = AppState::build_with_clock(config, clock)
+        .await
+        .expect("app state builds");
+    foundation::demo::ensure_demo_data(&state)
+        .await
+        .expect("demo data");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = oneshot::channel::<()>();
+    let serve_state = state.clone();
+    tokio::spawn(async move {
+        let _ = livecamp::serve(listener, serve_state, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    TestApp {
+        base,
+        state,
+        backend,
+        pg_database,
+        shutdown: Some(tx),
+        _dir: dir,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(name) = self.pg_database.take() {
+            // Drop the database from a separate runtime: Drop cannot await.
+            let admin = postgres_admin_url();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        use sqlx::Connection;
+                        if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin).await {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .execute(&mut conn)
+                            .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// A client that keeps cookies, like a browser.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client")
+}
+
+pub fn api() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Logs in and returns the bearer token.
+    pub async fn token(&self, username: &str) -> String {
+        let (status, body) = self.login(&api(), username, DEMO_PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "login {username}: {body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn login(
+        &self,
+        client: &reqwest::Client,
+        username: &str,
+        password: &str,
+    ) -> (StatusCode, Value) {
+        let response = client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let response = api()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let response = api()
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn count(&self, table: &'static str) -> i64 {
+        use sqlx::Row;
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(self.state.db.pool())
+            .await
+            .expect("count")
+            .try_get(0)
+            .expect("count value")
+    }
+}
+
+/// Asserts an error answer: status and `code`, and a non-empty message.
+pub fn assert_error(status: StatusCode, body: &Value, expected_status: u16, expected_code: &str) {
+    assert_eq!(status.as_u16(), expected_status, "body: {body}");
+    assert_eq!(body["code"], expected_code, "body: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without message: {body}"
+    );
+}
