@@ -18,7 +18,7 @@ cargo fmt --all -- --check
 say "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "cargo test (SQLite, PostgreSQL, Redis)"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 say "browser test"
 scripts/e2e.sh target/debug/livecamp
 say "all checks passed"

@@ -1,5 +1,5 @@
-//! The `livecamp` command: `serve` (default), `migrate`, `demo-data`, `config`, `audit verify`
-//! and `keys`.
+//! The `livecamp` command: `serve` (default), `migrate`, `demo-data`, `config`, `audit verify`,
+//! `keys generate` and `keys reencrypt`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,8 +37,19 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Encryption keys of sensitive fields.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
     /// Print a freshly generated `field_keys` / `lookup_key` pair for a configuration file.
-    Keys,
+    Generate,
+    /// After putting a new key first in `field_keys`, rewrite every encrypted field under it.
+    Reencrypt,
 }
 
 #[derive(Subcommand)]
@@ -82,9 +93,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&config.redacted())?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys => {
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => {
             let (field_keys, lookup_key) = foundation::crypto::Keys::generate();
             println!("field_keys = \"{field_keys}\"\nlookup_key = \"{lookup_key}\"");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::Reencrypt,
+        } => {
+            let state = AppState::build(config).await?;
+            let report = foundation::identity::rekey::reencrypt_all(
+                &state.db,
+                state.identity.keys(),
+                &state.audit,
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

@@ -299,7 +299,64 @@ async fn sensitive_fields_are_encrypted_at_rest(backend: Backend) {
     assert_eq!(keys.fields.decrypt(&phone_enc).unwrap(), "13843100001");
 }
 
+async fn key_rotation_reencrypts_every_field(backend: Backend) {
+    use foundation::crypto::Keys;
+    use sqlx::Row;
+    let app = spawn_app(backend).await;
+    let config = &app.state.config;
+    let new_primary = Keys::generate().0.replace("k1:", "k2:");
+    let rotated = Keys::from_config(
+        &format!("{new_primary},{}", config.field_keys),
+        &config.lookup_key,
+    )
+    .unwrap();
+    let before: Vec<String> = sqlx::query("SELECT id_number_enc FROM accounts ORDER BY id")
+        .fetch_all(app.state.db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            app.state
+                .identity
+                .keys()
+                .fields
+                .decrypt(&r.try_get::<String, _>(0).unwrap())
+                .unwrap()
+        })
+        .collect();
+    let report =
+        foundation::identity::rekey::reencrypt_all(&app.state.db, &rotated, &app.state.audit)
+            .await
+            .unwrap();
+    assert_eq!(
+        report.rewritten,
+        35 * 2 + 1,
+        "every phone and ID number, and the institution's phone"
+    );
+    // Only the new key is needed now.
+    let only_new = Keys::from_config(&new_primary, &config.lookup_key).unwrap();
+    let after: Vec<String> = sqlx::query("SELECT id_number_enc FROM accounts ORDER BY id")
+        .fetch_all(app.state.db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            only_new
+                .fields
+                .decrypt(&r.try_get::<String, _>(0).unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(before, after);
+    let again =
+        foundation::identity::rekey::reencrypt_all(&app.state.db, &rotated, &app.state.audit)
+            .await
+            .unwrap();
+    assert_eq!(again.rewritten, 0);
+}
+
 backend_tests!(
+    key_rotation_reencrypts_every_field,
     login_contract,
     bearer_token_works_and_forged_tokens_do_not,
     a_new_login_ends_the_old_session_everywhere,

@@ -94,7 +94,7 @@ fn load_keys(config: &Config) -> anyhow::Result<Keys> {
         anyhow::ensure!(
             !config.uses_postgres(),
             "field_keys and lookup_key must be configured when database_url is PostgreSQL \
-             (every node needs the same keys); `livecamp keys` prints a fresh pair"
+             (every node needs the same keys); `livecamp keys generate` prints a fresh pair"
         );
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             anyhow::anyhow!(

@@ -247,7 +247,7 @@ mod tests {
             ("1101051949123100A2", "数字"),
             ("110105194902300021", "出生日期"),
             ("", "18 位"),
-            ("'; DROP TABLE x;--", "18 位"),
+            ("'; DROP TABLE x;--", "数字"),
         ] {
             let err = IdNumber::parse(input).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidIdNumber);

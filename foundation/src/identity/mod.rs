@@ -9,6 +9,7 @@
 
 pub mod fields;
 pub mod password;
+pub mod rekey;
 
 use std::sync::Arc;
 
