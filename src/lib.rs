@@ -2,6 +2,7 @@
 //! `main.rs` is only the command line around this.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -13,12 +14,27 @@ use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+/// The long-running parts of a node that routers share.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub hub: Arc<signaling::Hub>,
+}
+
+impl Services {
+    pub async fn start(state: &AppState) -> anyhow::Result<Self> {
+        Ok(Self {
+            hub: signaling::Hub::start(state.clone()).await?,
+        })
+    }
+}
+
 /// The whole HTTP surface of one node.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: AppState, services: &Services) -> Router {
     let routes = Router::new()
         .merge(foundation::http::identity_router())
         .merge(foundation::http::ops_router())
         .merge(admin_api::router())
+        .merge(signaling::router(services.hub.clone()))
         .route("/api/openapi.json", get(|| async { Json(openapi()) }))
         .fallback(web::serve);
     foundation::http::with_common_layers(routes, state)
@@ -28,6 +44,7 @@ pub fn app(state: AppState) -> Router {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = foundation::http::FoundationApi::openapi();
     doc.merge(admin_api::AdminApi::openapi());
+    doc.merge(signaling::SignalingApi::openapi());
     doc.info.title = "livecamp API".into();
     doc.info.version = env!("CARGO_PKG_VERSION").into();
     doc.info.description = Some(
@@ -71,14 +88,18 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
     let db = state.db.clone();
+    let services = Services::start(&state).await?;
+    let hub = services.hub.clone();
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
         listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        app(state, &services).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
+        // WebSockets would hold the shutdown open: tell their clients to reconnect elsewhere.
+        hub.shutdown();
         let _ = stopped_tx.send(());
     });
     let server = tokio::spawn(async move { server.await });

@@ -1,4 +1,21 @@
-//! The live-room hub: WebSocket rooms, presence, danmaku, likes, room events, reconnect recovery
-//! and the cross-node relay over the foundation's bus.
+//! The live-room hub: the WebSocket channel of every room — presence, danmaku, likes, room
+//! events, reconnect recovery — for live commerce, live classes and proctoring.
 //!
-//! Not built yet: issue 3 ("Live room hub") fills this crate.
+//! - [`protocol`]: the wire protocol (one definition; TypeScript generated from it).
+//! - [`room::core`]: one room's rules, sans IO, tested in virtual time; [`room::task`] runs it.
+//! - [`queue`]: a connection's bounded outbound queue with delivery classes.
+//! - [`hub`]: room lookup, authorisation, session ends, the per-socket loop.
+//! - [`store`]: rooms, the chat log (batched writes), the word list.
+//! - [`words`]: the sensitive-word filter.
+//! - [`http`]: `/ws`, the rooms API, the word-list API.
+
+pub mod http;
+pub mod hub;
+pub mod protocol;
+pub mod queue;
+pub mod room;
+pub mod store;
+pub mod words;
+
+pub use http::{SignalingApi, router};
+pub use hub::Hub;

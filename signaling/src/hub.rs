@@ -1,0 +1,383 @@
+//! The hub: one per process. Finds or starts the task of a room, decides who may enter a room
+//! and in which role, closes the sockets of sessions that ended, and serves each WebSocket.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use foundation::identity::{Principal, Role, SESSION_ENDED_TOPIC, SessionEnded};
+use foundation::org::Scope;
+use foundation::{ApiError, AppState, ErrorCode};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::protocol::{
+    ClientFrame, ClientMsg, MemberRole, PROTOCOL_VERSION, RoomId, ServerMsg, UserRef, close,
+};
+use crate::queue::{ConnQueue, Next};
+use crate::room::core::{ConnId, RoomConfig};
+use crate::room::task::{self, RoomCommand, RoomDeps};
+use crate::store::{ChatWrite, RoomRecord, RoomStore, spawn_chat_writer};
+use crate::words::WordFilter;
+
+/// Commands a room task may have queued before it falls behind its connections.
+const ROOM_COMMAND_BUFFER: usize = 8192;
+/// Protocol errors in a row before a connection is closed.
+const MAX_ERRORS_IN_A_ROW: u32 = 20;
+
+#[derive(Clone)]
+struct RoomHandle {
+    commands: mpsc::Sender<RoomCommand>,
+    record: Arc<RoomRecord>,
+}
+
+pub struct Hub {
+    app: AppState,
+    store: RoomStore,
+    chat: mpsc::UnboundedSender<ChatWrite>,
+    config: RoomConfig,
+    words: RwLock<Arc<WordFilter>>,
+    rooms: Mutex<HashMap<RoomId, RoomHandle>>,
+    sessions: Mutex<HashMap<String, Vec<Weak<ConnQueue>>>>,
+    connections: Mutex<HashMap<ConnId, Weak<ConnQueue>>>,
+    next_conn: AtomicU64,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoning only follows a panic elsewhere; the maps stay consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    /// Starts the hub: loads the word list and listens for ended sessions.
+    pub async fn start(app: AppState) -> anyhow::Result<Arc<Self>> {
+        let store = RoomStore::new(app.db.clone());
+        let words = store.load_words().await?;
+        let hub = Arc::new(Self {
+            chat: spawn_chat_writer(app.db.clone()),
+            store,
+            config: RoomConfig::default(),
+            words: RwLock::new(Arc::new(words)),
+            rooms: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            app,
+        });
+        let mut ended = hub.app.bus.subscribe(SESSION_ENDED_TOPIC).await;
+        let weak = Arc::downgrade(&hub);
+        tokio::spawn(async move {
+            while let Some(message) = ended.recv().await {
+                let Some(hub) = weak.upgrade() else { break };
+                let Ok(payload) = message else { continue };
+                if let Ok(event) = serde_json::from_slice::<SessionEnded>(&payload) {
+                    hub.close_session(&event.session_hash);
+                }
+            }
+        });
+        Ok(hub)
+    }
+
+    pub fn store(&self) -> &RoomStore {
+        &self.store
+    }
+
+    fn close_session(&self, session_hash: &str) {
+        let queues = lock(&self.sessions)
+            .remove(session_hash)
+            .unwrap_or_default();
+        for queue in queues.iter().filter_map(Weak::upgrade) {
+            queue.close(close::SESSION_ENDED, "session ended");
+        }
+    }
+
+    /// Closes every connection (graceful shutdown): clients reconnect elsewhere and resume.
+    pub fn shutdown(&self) {
+        for queue in lock(&self.connections).values().filter_map(Weak::upgrade) {
+            queue.close(close::GOING_AWAY, "server shutting down");
+        }
+    }
+
+    /// Replaces the word list everywhere.
+    pub async fn set_words(&self, words: WordFilter) {
+        let words = Arc::new(words);
+        // A poisoned lock still holds a valid Arc.
+        *self.words.write().unwrap_or_else(|e| e.into_inner()) = words.clone();
+        let handles: Vec<RoomHandle> = lock(&self.rooms).values().cloned().collect();
+        for handle in handles {
+            let _ = handle
+                .commands
+                .send(RoomCommand::SetWords(words.clone()))
+                .await;
+        }
+    }
+
+    /// Current viewer count of a loaded room (None when no task runs for it).
+    pub fn is_loaded(&self, room: RoomId) -> bool {
+        lock(&self.rooms).contains_key(&room)
+    }
+
+    /// Which role `principal` has in `record`'s room, or not found when they may not enter.
+    pub async fn role_in(
+        &self,
+        principal: &Principal,
+        record: &RoomRecord,
+    ) -> Result<MemberRole, ApiError> {
+        if !self
+            .app
+            .org
+            .class_visible(&Scope::of(principal), record.class_id)
+            .await?
+        {
+            return Err(ApiError::with_message(
+                ErrorCode::NotFound,
+                "直播间不存在或无权进入",
+            ));
+        }
+        if principal.account_id == record.host_id {
+            return Ok(MemberRole::Host);
+        }
+        if principal.has(Role::Instructor)
+            && self
+                .store
+                .is_class_instructor(record.class_id, principal.account_id)
+                .await?
+        {
+            return Ok(MemberRole::Instructor);
+        }
+        if principal.has(Role::Supervisor)
+            || principal.has(Role::PlatformAdmin)
+            || principal.has(Role::InstitutionAdmin)
+        {
+            return Ok(MemberRole::Supervisor);
+        }
+        Ok(MemberRole::Viewer)
+    }
+
+    async fn room(&self, id: RoomId) -> Result<RoomHandle, ApiError> {
+        if let Some(handle) = lock(&self.rooms)
+            .get(&id)
+            .filter(|h| !h.commands.is_closed())
+        {
+            return Ok(handle.clone());
+        }
+        let record =
+            self.store.get(id).await?.ok_or_else(|| {
+                ApiError::with_message(ErrorCode::NotFound, "直播间不存在或无权进入")
+            })?;
+        let mut rooms = lock(&self.rooms);
+        // Another connection may have started it while we read the record.
+        if let Some(handle) = rooms.get(&id).filter(|h| !h.commands.is_closed()) {
+            return Ok(handle.clone());
+        }
+        let (tx, rx) = mpsc::channel(ROOM_COMMAND_BUFFER);
+        let record = Arc::new(record);
+        let handle = RoomHandle {
+            commands: tx,
+            record: record.clone(),
+        };
+        rooms.insert(id, handle.clone());
+        let deps = RoomDeps {
+            store: self.store.clone(),
+            chat: self.chat.clone(),
+            clock: self.app.clock.clone(),
+            config: self.config.clone(),
+            words: self.words.read().unwrap_or_else(|e| e.into_inner()).clone(),
+        };
+        tokio::spawn(task::run(record, rx, deps));
+        Ok(handle)
+    }
+
+    /// Serves one WebSocket until it closes.
+    pub async fn serve(self: Arc<Self>, socket: WebSocket, principal: Principal) {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let queue = Arc::new(ConnQueue::default());
+        lock(&self.connections).insert(conn, Arc::downgrade(&queue));
+        lock(&self.sessions)
+            .entry(principal.session_hash.clone())
+            .or_default()
+            .push(Arc::downgrade(&queue));
+        let user = UserRef {
+            id: principal.account_id,
+            name: principal.name.clone(),
+        };
+        queue.push_system(encode(&ServerMsg::Welcome {
+            v: PROTOCOL_VERSION,
+            user: user.clone(),
+            server_time: self.app.clock.now_millis(),
+        }));
+        let mut joined: HashMap<RoomId, RoomHandle> = HashMap::new();
+        let (mut sink, mut stream) = socket.split();
+        let mut errors_in_row = 0u32;
+        'connection: loop {
+            tokio::select! {
+                biased;
+                _ = queue.wait() => {
+                    loop {
+                        match queue.pop() {
+                            Next::Frame(frame) => {
+                                if sink.feed(Message::Text(frame)).await.is_err() {
+                                    break 'connection;
+                                }
+                            }
+                            Next::Close(code, reason) => {
+                                let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
+                                break 'connection;
+                            }
+                            Next::Empty => break,
+                        }
+                    }
+                    if sink.flush().await.is_err() {
+                        break;
+                    }
+                }
+                incoming = stream.next() => match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        let ok = self.handle_text(&principal, &user, conn, &queue, &mut joined, text.as_str()).await;
+                        errors_in_row = if ok { 0 } else { errors_in_row + 1 };
+                        if errors_in_row >= MAX_ERRORS_IN_A_ROW {
+                            queue.close(close::PROTOCOL_ERROR, "too many invalid messages");
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        queue.push_system(error_frame(None, "invalid_message", "只支持 JSON 文本消息"));
+                        errors_in_row += 1;
+                    }
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => {} // ping/pong: answered by the library
+                    Some(Err(e)) => {
+                        // Oversize frames and broken framing end here; say why when we can.
+                        let (code, reason) = if e.to_string().to_lowercase().contains("too long") || e.to_string().contains("size") {
+                            (1009, "message too big (16 KiB at most)")
+                        } else {
+                            (close::PROTOCOL_ERROR, "protocol error")
+                        };
+                        let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
+                        break;
+                    }
+                }
+            }
+        }
+        for (room, handle) in joined {
+            let _ = handle.commands.send(RoomCommand::Leave { conn }).await;
+            tracing::trace!(room, conn, "left on disconnect");
+        }
+        lock(&self.connections).remove(&conn);
+        let mut sessions = lock(&self.sessions);
+        if let Some(list) = sessions.get_mut(&principal.session_hash) {
+            list.retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(&queue)));
+            if list.is_empty() {
+                sessions.remove(&principal.session_hash);
+            }
+        }
+    }
+
+    /// Handles one text frame; false when it was invalid.
+    async fn handle_text(
+        &self,
+        principal: &Principal,
+        user: &UserRef,
+        conn: ConnId,
+        queue: &Arc<ConnQueue>,
+        joined: &mut HashMap<RoomId, RoomHandle>,
+        text: &str,
+    ) -> bool {
+        let frame: ClientFrame = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                let message = format!("无法解析的消息：{e}");
+                queue.push_system(error_frame(None, "invalid_message", &message));
+                return false;
+            }
+        };
+        if frame.v != PROTOCOL_VERSION {
+            queue.push_system(error_frame(
+                frame.id,
+                "unsupported_version",
+                "协议版本不受支持，请刷新页面",
+            ));
+            return false;
+        }
+        let id = frame.id;
+        match frame.msg {
+            ClientMsg::Ping => queue.push_system(encode(&ServerMsg::Pong {
+                server_time: self.app.clock.now_millis(),
+            })),
+            ClientMsg::Join { room, last_seq } => {
+                let handle = match self.room(room).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        queue.push_system(error_frame(id, e.code.as_str(), e.message()));
+                        return true;
+                    }
+                };
+                let role = match self.role_in(principal, &handle.record).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        queue.push_system(error_frame(id, e.code.as_str(), e.message()));
+                        return true;
+                    }
+                };
+                let command = RoomCommand::Join {
+                    conn,
+                    queue: queue.clone(),
+                    user: user.clone(),
+                    role,
+                    last_seq,
+                    id,
+                };
+                if handle.commands.send(command).await.is_err() {
+                    queue.push_system(error_frame(id, "unavailable", "直播间暂时不可用，请重试"));
+                    return true;
+                }
+                joined.insert(room, handle);
+            }
+            ClientMsg::Leave { room } => match joined.remove(&room) {
+                Some(handle) => {
+                    let _ = handle.commands.send(RoomCommand::Leave { conn }).await;
+                }
+                None => queue.push_system(error_frame(id, "not_in_room", "你不在这个直播间")),
+            },
+            msg => {
+                let Some(room) = msg.room() else { return true };
+                let Some(handle) = joined.get(&room) else {
+                    queue.push_system(error_frame(id, "not_in_room", "请先进入直播间"));
+                    return true;
+                };
+                if handle
+                    .commands
+                    .send(RoomCommand::Client { conn, id, msg })
+                    .await
+                    .is_err()
+                {
+                    queue.push_system(error_frame(
+                        id,
+                        "unavailable",
+                        "直播间暂时不可用，请重新进入",
+                    ));
+                }
+            }
+        }
+        true
+    }
+}
+
+fn encode(msg: &ServerMsg) -> Utf8Bytes {
+    // Serialising our own protocol types into a String cannot fail.
+    Utf8Bytes::from(serde_json::to_string(msg).unwrap_or_default())
+}
+
+fn error_frame(id: Option<u32>, code: &str, message: &str) -> Utf8Bytes {
+    encode(&ServerMsg::Error {
+        id,
+        code: code.to_owned(),
+        message: message.to_owned(),
+    })
+}

@@ -1,0 +1,682 @@
+//! The state machine of one room, sans IO: feed it [`Input`]s with the current time, drain the
+//! [`Output`]s. It never reads a clock, touches a socket or the database; the room task around it
+//! (`room::task`) does that. Every rule of the room lives here and is tested in virtual time.
+//!
+//! Rules: events get consecutive sequence numbers and are kept in a bounded history for resuming
+//! clients; chat is rate-limited per user, length-limited and filtered; muted users cannot chat;
+//! only moderators (host, class instructors) moderate and only the host starts and ends the live;
+//! likes are summed exactly and reported at most every `stats_interval_ms`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+
+use crate::protocol::{
+    ChatMessage, ClientMsg, MemberRole, Priority, RoomEvent, RoomId, RoomSnapshot, Seq, ServerMsg,
+    UserId, UserRef,
+};
+use crate::words::{Filtered, WordFilter};
+
+/// A connection's id, unique within the process.
+pub type ConnId = u64;
+
+/// Tunables of a room.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// Events kept for resuming clients.
+    pub history: usize,
+    /// Chat messages in a snapshot.
+    pub recent_chat: usize,
+    /// Longest chat message, in characters.
+    pub max_chat_chars: usize,
+    /// Chat burst per user, and the refill interval of one message.
+    pub chat_burst: u32,
+    pub chat_refill_ms: i64,
+    /// Counters are reported at most this often.
+    pub stats_interval_ms: i64,
+    /// Rooms with at most this many people get member lists and join/leave events.
+    pub presence_limit: usize,
+    /// Most likes one `like` frame may carry.
+    pub max_like_batch: u32,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        Self {
+            history: 2048,
+            recent_chat: 20,
+            max_chat_chars: 200,
+            chat_burst: 3,
+            chat_refill_ms: 1000,
+            stats_interval_ms: 250,
+            presence_limit: 200,
+            max_like_batch: 500,
+        }
+    }
+}
+
+/// A sequenced event, encoded once for every receiver.
+#[derive(Debug)]
+pub struct Sequenced {
+    pub seq: Seq,
+    pub at: i64,
+    pub event: RoomEvent,
+    pub priority: Priority,
+    /// Who caused it (their own chat is never sampled away from them).
+    pub author: Option<UserId>,
+    /// The `ServerMsg::Event` frame, serialised once.
+    pub wire: Utf8Bytes,
+}
+
+/// Inputs to the room.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// An authorised connection enters (the task has checked class membership).
+    Join {
+        conn: ConnId,
+        user: UserRef,
+        role: MemberRole,
+        last_seq: Option<Seq>,
+        id: Option<u32>,
+    },
+    Leave {
+        conn: ConnId,
+    },
+    /// Any other client message for this room.
+    Client {
+        conn: ConnId,
+        id: Option<u32>,
+        msg: ClientMsg,
+    },
+    /// Time passes (drives stats).
+    Tick,
+}
+
+/// What the room wants done.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Deliver to every connection in the room (chat-class events may be sampled per viewer).
+    Broadcast(Arc<Sequenced>),
+    /// Deliver one message to one connection.
+    Send { conn: ConnId, msg: ServerMsg },
+    /// Deliver stored events, in order, to one resuming connection.
+    Replay {
+        conn: ConnId,
+        events: Vec<Arc<Sequenced>>,
+    },
+    /// The counters changed; the frame is encoded once.
+    Stats(Utf8Bytes),
+    /// Store a chat message (for the post-live report).
+    StoreChat(ChatMessage),
+    /// Mark a stored chat message removed.
+    StoreRemoval { message: Seq },
+    /// The live started or ended; persist the room status and totals.
+    LiveChanged { live: bool, peak: u32, likes: u64 },
+}
+
+/// `ServerMsg::Event` by reference, so an event is serialised without being cloned; the test
+/// `event_frames_match_the_protocol` keeps it identical to the protocol type.
+#[derive(serde::Serialize)]
+struct EventFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    room: RoomId,
+    seq: Seq,
+    at: i64,
+    event: &'a RoomEvent,
+}
+
+fn encode_event(room: RoomId, seq: Seq, at: i64, event: &RoomEvent) -> Utf8Bytes {
+    let frame = EventFrame {
+        kind: "event",
+        room,
+        seq,
+        at,
+        event,
+    };
+    // Serialising our own protocol types into a String cannot fail.
+    Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default())
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    user: UserRef,
+    role: MemberRole,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: i64,
+}
+
+/// Room state.
+#[derive(Debug)]
+pub struct RoomCore {
+    id: RoomId,
+    config: RoomConfig,
+    words: Arc<WordFilter>,
+    host: Option<UserRef>,
+    live: bool,
+    seq: Seq,
+    history: VecDeque<Arc<Sequenced>>,
+    recent_chat: VecDeque<ChatMessage>,
+    pinned: Option<ChatMessage>,
+    conns: HashMap<ConnId, Member>,
+    /// Connections per user: a person in two tabs counts once.
+    users: HashMap<UserId, u32>,
+    peak: u32,
+    likes: u64,
+    muted: HashMap<UserId, i64>,
+    buckets: HashMap<UserId, Bucket>,
+    stats_dirty: bool,
+    last_stats_at: i64,
+    outputs: VecDeque<Output>,
+}
+
+impl RoomCore {
+    /// A room; `host` is who may start and end the live; `likes` and `peak` continue from the
+    /// stored totals.
+    ///
+    /// `start_seq` must exceed every seq an earlier incarnation of this room handed out, so that
+    /// a client resuming across a restart is resynced rather than replayed the wrong events; the
+    /// task passes the load time in milliseconds × 1000 (room events never average 1000 per ms,
+    /// and the product stays below 2^53 for JavaScript clients).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: RoomId,
+        start_seq: Seq,
+        host: Option<UserRef>,
+        live: bool,
+        likes: u64,
+        peak: u32,
+        config: RoomConfig,
+        words: Arc<WordFilter>,
+    ) -> Self {
+        Self {
+            id,
+            config,
+            words,
+            host,
+            live,
+            seq: start_seq,
+            history: VecDeque::new(),
+            recent_chat: VecDeque::new(),
+            pinned: None,
+            conns: HashMap::new(),
+            users: HashMap::new(),
+            peak,
+            likes,
+            muted: HashMap::new(),
+            buckets: HashMap::new(),
+            stats_dirty: false,
+            last_stats_at: i64::MIN / 2,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn set_words(&mut self, words: Arc<WordFilter>) {
+        self.words = words;
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    pub fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    /// People present apart from the host.
+    pub fn viewers(&self) -> u32 {
+        let host = self.host.as_ref().map(|h| h.id);
+        let count = self.users.keys().filter(|u| Some(**u) != host).count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    pub fn likes(&self) -> u64 {
+        self.likes
+    }
+
+    pub fn peak(&self) -> u32 {
+        self.peak
+    }
+
+    pub fn handle(&mut self, now: i64, input: Input) {
+        match input {
+            Input::Join {
+                conn,
+                user,
+                role,
+                last_seq,
+                id: _,
+            } => self.join(now, conn, user, role, last_seq),
+            Input::Leave { conn } => self.leave(now, conn),
+            Input::Client { conn, id, msg } => self.client(now, conn, id, msg),
+            Input::Tick => {}
+        }
+        self.maybe_stats(now);
+    }
+
+    fn snapshot(&self) -> RoomSnapshot {
+        let small = self.conns.len() <= self.config.presence_limit;
+        RoomSnapshot {
+            live: self.live,
+            seq: self.seq,
+            viewers: self.viewers(),
+            peak: self.peak,
+            likes: self.likes,
+            host: self.host.clone(),
+            pinned: self.pinned.clone(),
+            recent_chat: self.recent_chat.iter().cloned().collect(),
+            members: small.then(|| {
+                let mut seen = std::collections::HashSet::new();
+                self.conns
+                    .values()
+                    .filter(|m| seen.insert(m.user.id))
+                    .map(|m| m.user.clone())
+                    .collect()
+            }),
+        }
+    }
+
+    fn join(
+        &mut self,
+        now: i64,
+        conn: ConnId,
+        user: UserRef,
+        role: MemberRole,
+        last_seq: Option<Seq>,
+    ) {
+        let first_connection_of_user = !self.users.contains_key(&user.id);
+        if self
+            .conns
+            .insert(
+                conn,
+                Member {
+                    user: user.clone(),
+                    role,
+                },
+            )
+            .is_none()
+        {
+            *self.users.entry(user.id).or_default() += 1;
+        }
+        self.peak = self.peak.max(self.viewers());
+        self.stats_dirty = true;
+        let room = self.id;
+        match last_seq {
+            Some(last) if last <= self.seq && self.can_resume_after(last) => {
+                self.outputs.push_back(Output::Send {
+                    conn,
+                    msg: ServerMsg::Resumed {
+                        room,
+                        role,
+                        from_seq: last,
+                    },
+                });
+                let events: Vec<_> = self
+                    .history
+                    .iter()
+                    .filter(|e| e.seq > last)
+                    .cloned()
+                    .collect();
+                if !events.is_empty() {
+                    self.outputs.push_back(Output::Replay { conn, events });
+                }
+            }
+            Some(_) => self.outputs.push_back(Output::Send {
+                conn,
+                msg: ServerMsg::Resync {
+                    room,
+                    role,
+                    state: self.snapshot(),
+                },
+            }),
+            None => self.outputs.push_back(Output::Send {
+                conn,
+                msg: ServerMsg::Joined {
+                    room,
+                    role,
+                    state: self.snapshot(),
+                },
+            }),
+        }
+        if first_connection_of_user
+            && self.conns.len() <= self.config.presence_limit
+            && last_seq.is_none()
+        {
+            self.emit(
+                now,
+                RoomEvent::MemberJoined {
+                    user: user.clone(),
+                    role,
+                },
+                Some(user.id),
+            );
+        }
+    }
+
+    /// Everything after `last` is still in the history.
+    fn can_resume_after(&self, last: Seq) -> bool {
+        match self.history.front() {
+            Some(oldest) => oldest.seq <= last + 1,
+            None => last == self.seq,
+        }
+    }
+
+    fn leave(&mut self, now: i64, conn: ConnId) {
+        let Some(member) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.stats_dirty = true;
+        let gone = match self.users.get_mut(&member.user.id) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                self.users.remove(&member.user.id);
+                true
+            }
+        };
+        if gone && self.conns.len() < self.config.presence_limit {
+            self.emit(
+                now,
+                RoomEvent::MemberLeft {
+                    user: member.user.clone(),
+                },
+                Some(member.user.id),
+            );
+        }
+    }
+
+    fn error(&mut self, conn: ConnId, id: Option<u32>, code: &str, message: &str) {
+        self.outputs.push_back(Output::Send {
+            conn,
+            msg: ServerMsg::Error {
+                id,
+                code: code.to_owned(),
+                message: message.to_owned(),
+            },
+        });
+    }
+
+    fn ack(&mut self, conn: ConnId, id: Option<u32>) {
+        if let Some(id) = id {
+            self.outputs.push_back(Output::Send {
+                conn,
+                msg: ServerMsg::Ack { id },
+            });
+        }
+    }
+
+    fn client(&mut self, now: i64, conn: ConnId, id: Option<u32>, msg: ClientMsg) {
+        let Some(member) = self.conns.get(&conn).cloned() else {
+            self.error(conn, id, "not_in_room", "请先进入直播间");
+            return;
+        };
+        match msg {
+            ClientMsg::Chat { text, .. } => self.chat(now, conn, id, &member, &text),
+            ClientMsg::Like { count, .. } => {
+                if count == 0 || count > self.config.max_like_batch {
+                    let message = format!("点赞数须在 1–{} 之间", self.config.max_like_batch);
+                    self.error(conn, id, "invalid", &message);
+                    return;
+                }
+                self.likes += u64::from(count);
+                self.stats_dirty = true;
+                self.ack(conn, id);
+            }
+            ClientMsg::StartLive { .. } => {
+                if member.role != MemberRole::Host {
+                    return self.error(conn, id, "forbidden", "只有主播可以开始直播");
+                }
+                if self.live {
+                    return self.error(conn, id, "already_live", "直播已经开始");
+                }
+                self.live = true;
+                self.emit(
+                    now,
+                    RoomEvent::LiveStarted {
+                        host: member.user.clone(),
+                    },
+                    Some(member.user.id),
+                );
+                self.outputs.push_back(Output::LiveChanged {
+                    live: true,
+                    peak: self.peak,
+                    likes: self.likes,
+                });
+                self.ack(conn, id);
+            }
+            ClientMsg::EndLive { .. } => {
+                if member.role != MemberRole::Host {
+                    return self.error(conn, id, "forbidden", "只有主播可以结束直播");
+                }
+                if !self.live {
+                    return self.error(conn, id, "not_live", "直播尚未开始");
+                }
+                self.live = false;
+                self.emit(
+                    now,
+                    RoomEvent::LiveEnded {
+                        peak: self.peak,
+                        likes: self.likes,
+                    },
+                    Some(member.user.id),
+                );
+                self.outputs.push_back(Output::LiveChanged {
+                    live: false,
+                    peak: self.peak,
+                    likes: self.likes,
+                });
+                self.ack(conn, id);
+            }
+            ClientMsg::Mute { user, minutes, .. } => {
+                if !member.role.moderates() {
+                    return self.error(conn, id, "forbidden", "只有主播或讲师可以禁言");
+                }
+                if !(1..=1440).contains(&minutes) {
+                    return self.error(conn, id, "invalid", "禁言时长须在 1–1440 分钟之间");
+                }
+                let target_moderates = self
+                    .conns
+                    .values()
+                    .any(|m| m.user.id == user && m.role.moderates())
+                    || self.host.as_ref().is_some_and(|h| h.id == user);
+                if target_moderates {
+                    return self.error(conn, id, "forbidden", "不能禁言主播或讲师");
+                }
+                let until = now + i64::from(minutes) * 60_000;
+                self.muted.insert(user, until);
+                self.emit(
+                    now,
+                    RoomEvent::UserMuted { user, until },
+                    Some(member.user.id),
+                );
+                self.ack(conn, id);
+            }
+            ClientMsg::Unmute { user, .. } => {
+                if !member.role.moderates() {
+                    return self.error(conn, id, "forbidden", "只有主播或讲师可以解除禁言");
+                }
+                if self.muted.remove(&user).is_some() {
+                    self.emit(now, RoomEvent::UserUnmuted { user }, Some(member.user.id));
+                }
+                self.ack(conn, id);
+            }
+            ClientMsg::RemoveMessage { message, .. } => {
+                if !member.role.moderates() {
+                    return self.error(conn, id, "forbidden", "只有主播或讲师可以删除消息");
+                }
+                if !self.is_known_chat(message) {
+                    return self.error(conn, id, "not_found", "消息不存在或已过期");
+                }
+                self.recent_chat.retain(|m| m.id != message);
+                if self.pinned.as_ref().is_some_and(|p| p.id == message) {
+                    self.pinned = None;
+                }
+                self.outputs.push_back(Output::StoreRemoval { message });
+                self.emit(
+                    now,
+                    RoomEvent::MessageRemoved {
+                        message,
+                        by: member.user.clone(),
+                    },
+                    Some(member.user.id),
+                );
+                self.ack(conn, id);
+            }
+            ClientMsg::PinMessage { message, .. } => {
+                if !member.role.moderates() {
+                    return self.error(conn, id, "forbidden", "只有主播或讲师可以置顶消息");
+                }
+                let Some(chat) = self.recent_chat.iter().find(|m| m.id == message).cloned() else {
+                    return self.error(conn, id, "not_found", "只能置顶最近的消息");
+                };
+                self.pinned = Some(chat.clone());
+                self.emit(
+                    now,
+                    RoomEvent::MessagePinned { message: chat },
+                    Some(member.user.id),
+                );
+                self.ack(conn, id);
+            }
+            ClientMsg::UnpinMessage { .. } => {
+                if !member.role.moderates() {
+                    return self.error(conn, id, "forbidden", "只有主播或讲师可以取消置顶");
+                }
+                if self.pinned.take().is_some() {
+                    self.emit(now, RoomEvent::MessageUnpinned, Some(member.user.id));
+                }
+                self.ack(conn, id);
+            }
+            ClientMsg::Join { .. } | ClientMsg::Leave { .. } | ClientMsg::Ping => {}
+        }
+    }
+
+    fn is_known_chat(&self, seq: Seq) -> bool {
+        self.history
+            .iter()
+            .any(|e| e.seq == seq && matches!(e.event, RoomEvent::Chat { .. }))
+    }
+
+    fn chat(&mut self, now: i64, conn: ConnId, id: Option<u32>, member: &Member, text: &str) {
+        let text: String = text.chars().filter(|c| !c.is_control()).collect();
+        let text = text.trim();
+        let chars = text.chars().count();
+        if chars == 0 {
+            return self.error(conn, id, "empty_text", "消息不能为空");
+        }
+        if chars > self.config.max_chat_chars {
+            let message = format!("消息不能超过 {} 个字", self.config.max_chat_chars);
+            return self.error(conn, id, "text_too_long", &message);
+        }
+        let user = member.user.id;
+        if let Some(until) = self.muted.get(&user).copied() {
+            if until > now {
+                let minutes = (until - now + 59_999) / 60_000;
+                return self.error(
+                    conn,
+                    id,
+                    "muted",
+                    &format!("你已被禁言，{minutes} 分钟后可再发言"),
+                );
+            }
+            self.muted.remove(&user);
+        }
+        if !member.role.moderates() && !self.take_chat_token(now, user) {
+            return self.error(conn, id, "rate_limited", "发言太快了，请稍后再试");
+        }
+        let text = match self.words.check(text) {
+            Filtered::Clean => text.to_owned(),
+            Filtered::Masked(masked) => masked,
+            Filtered::Blocked => {
+                return self.error(conn, id, "word_blocked", "消息包含违规内容，未能发送");
+            }
+        };
+        let message = ChatMessage {
+            id: self.seq + 1,
+            user: member.user.clone(),
+            role: member.role,
+            text,
+            at: now,
+        };
+        self.recent_chat.push_back(message.clone());
+        while self.recent_chat.len() > self.config.recent_chat {
+            self.recent_chat.pop_front();
+        }
+        self.outputs.push_back(Output::StoreChat(message.clone()));
+        self.emit(now, RoomEvent::Chat { message }, Some(user));
+        self.ack(conn, id);
+    }
+
+    fn take_chat_token(&mut self, now: i64, user: UserId) -> bool {
+        let burst = f64::from(self.config.chat_burst);
+        let refill = self.config.chat_refill_ms.max(1) as f64;
+        let bucket = self.buckets.entry(user).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        let elapsed = (now - bucket.updated).max(0) as f64;
+        bucket.tokens = (bucket.tokens + elapsed / refill).min(burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn emit(&mut self, now: i64, event: RoomEvent, author: Option<UserId>) {
+        self.seq += 1;
+        let wire = encode_event(self.id, self.seq, now, &event);
+        let sequenced = Arc::new(Sequenced {
+            seq: self.seq,
+            at: now,
+            priority: event.priority(),
+            event,
+            author,
+            wire,
+        });
+        self.history.push_back(sequenced.clone());
+        while self.history.len() > self.config.history {
+            self.history.pop_front();
+        }
+        self.outputs.push_back(Output::Broadcast(sequenced));
+    }
+
+    fn maybe_stats(&mut self, now: i64) {
+        if self.stats_dirty && now - self.last_stats_at >= self.config.stats_interval_ms {
+            self.stats_dirty = false;
+            self.last_stats_at = now;
+            let frame = ServerMsg::Stats {
+                room: self.id,
+                viewers: self.viewers(),
+                peak: self.peak,
+                likes: self.likes,
+            };
+            let json = serde_json::to_string(&frame).unwrap_or_default();
+            self.outputs.push_back(Output::Stats(Utf8Bytes::from(json)));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

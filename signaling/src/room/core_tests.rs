@@ -1,0 +1,489 @@
+//! The room's rules in virtual time.
+
+use super::*;
+use crate::words::WordAction;
+
+const HOST: UserId = 1;
+
+fn user(id: UserId) -> UserRef {
+    UserRef {
+        id,
+        name: format!("用户{id}"),
+    }
+}
+
+fn room_with(config: RoomConfig) -> RoomCore {
+    let words = WordFilter::new([
+        ("加微信".to_owned(), WordAction::Block),
+        ("傻瓜".to_owned(), WordAction::Mask),
+    ]);
+    RoomCore::new(7, 0, Some(user(HOST)), false, 0, 0, config, Arc::new(words))
+}
+
+fn room() -> RoomCore {
+    room_with(RoomConfig::default())
+}
+
+fn drain(room: &mut RoomCore) -> Vec<Output> {
+    std::iter::from_fn(|| room.poll_output()).collect()
+}
+
+fn join(room: &mut RoomCore, now: i64, conn: ConnId, id: UserId, role: MemberRole) -> Vec<Output> {
+    room.handle(
+        now,
+        Input::Join {
+            conn,
+            user: user(id),
+            role,
+            last_seq: None,
+            id: None,
+        },
+    );
+    drain(room)
+}
+
+fn send(room: &mut RoomCore, now: i64, conn: ConnId, msg: ClientMsg) -> Vec<Output> {
+    room.handle(
+        now,
+        Input::Client {
+            conn,
+            id: Some(1),
+            msg,
+        },
+    );
+    drain(room)
+}
+
+fn chat(text: &str) -> ClientMsg {
+    ClientMsg::Chat {
+        room: 7,
+        text: text.into(),
+    }
+}
+
+fn events(outputs: &[Output]) -> Vec<&Sequenced> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(e) => Some(e.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn error_code(outputs: &[Output]) -> Option<String> {
+    outputs.iter().find_map(|o| match o {
+        Output::Send {
+            msg: ServerMsg::Error { code, .. },
+            ..
+        } => Some(code.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn event_frames_match_the_protocol() {
+    let event = RoomEvent::UserMuted { user: 3, until: 99 };
+    let wire = encode_event(7, 12, 1000, &event);
+    let expected = serde_json::to_string(&ServerMsg::Event {
+        room: 7,
+        seq: 12,
+        at: 1000,
+        event,
+    })
+    .unwrap();
+    assert_eq!(wire.as_str(), expected);
+}
+
+#[test]
+fn events_are_numbered_consecutively_and_encoded_once() {
+    let mut r = room();
+    join(&mut r, 0, 1, HOST, MemberRole::Host);
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    let mut seqs = Vec::new();
+    for (i, now) in [1000, 2000, 3000].into_iter().enumerate() {
+        let out = send(&mut r, now, 2, chat(&format!("第{i}条")));
+        let e = events(&out);
+        assert_eq!(e.len(), 1);
+        let parsed: ServerMsg = serde_json::from_str(e[0].wire.as_str()).unwrap();
+        assert!(matches!(parsed, ServerMsg::Event { seq, .. } if seq == e[0].seq));
+        seqs.push(e[0].seq);
+    }
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}
+
+#[test]
+fn resume_replays_missed_events_or_resyncs_when_too_old() {
+    let mut r = room_with(RoomConfig {
+        history: 5,
+        chat_burst: 100,
+        ..RoomConfig::default()
+    });
+    join(&mut r, 0, 1, HOST, MemberRole::Host);
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    for i in 0..3 {
+        send(&mut r, 10 + i, 1, chat("主播说"));
+    }
+    let seen = r.seq();
+    r.handle(20, Input::Leave { conn: 2 });
+    drain(&mut r);
+    for i in 0..2 {
+        send(&mut r, 30 + i, 1, chat("你不在时"));
+    }
+    // Back within the history: exactly the missed events, in order.
+    r.handle(
+        40,
+        Input::Join {
+            conn: 3,
+            user: user(2),
+            role: MemberRole::Viewer,
+            last_seq: Some(seen),
+            id: None,
+        },
+    );
+    let out = drain(&mut r);
+    assert!(
+        matches!(&out[0], Output::Send { msg: ServerMsg::Resumed { from_seq, .. }, .. } if *from_seq == seen)
+    );
+    let Some(Output::Replay { events, .. }) =
+        out.iter().find(|o| matches!(o, Output::Replay { .. }))
+    else {
+        panic!("no replay: {out:?}");
+    };
+    let replayed: Vec<Seq> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(replayed, ((seen + 1)..=r.seq()).collect::<Vec<_>>());
+
+    // Too far behind: a snapshot instead.
+    for i in 0..10 {
+        send(&mut r, 50 + i, 1, chat("很多消息"));
+    }
+    r.handle(
+        70,
+        Input::Join {
+            conn: 4,
+            user: user(3),
+            role: MemberRole::Viewer,
+            last_seq: Some(1),
+            id: None,
+        },
+    );
+    let out = drain(&mut r);
+    assert!(
+        matches!(&out[0], Output::Send { msg: ServerMsg::Resync { state, .. }, .. } if state.seq == r.seq())
+    );
+    // A seq from the future (another room incarnation) resyncs too.
+    r.handle(
+        80,
+        Input::Join {
+            conn: 5,
+            user: user(4),
+            role: MemberRole::Viewer,
+            last_seq: Some(r.seq() + 100),
+            id: None,
+        },
+    );
+    assert!(matches!(
+        &drain(&mut r)[0],
+        Output::Send {
+            msg: ServerMsg::Resync { .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn chat_is_rate_limited_per_user_and_refills() {
+    let mut r = room();
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    for i in 0..3 {
+        assert_eq!(error_code(&send(&mut r, 100 + i, 2, chat("hi"))), None);
+    }
+    assert_eq!(
+        error_code(&send(&mut r, 200, 2, chat("hi"))).as_deref(),
+        Some("rate_limited")
+    );
+    // One second later one more message is allowed, not two.
+    assert_eq!(error_code(&send(&mut r, 1200, 2, chat("hi"))), None);
+    assert_eq!(
+        error_code(&send(&mut r, 1300, 2, chat("hi"))).as_deref(),
+        Some("rate_limited")
+    );
+    // The host is not limited.
+    join(&mut r, 0, 1, HOST, MemberRole::Host);
+    for i in 0..10 {
+        assert_eq!(error_code(&send(&mut r, 2000 + i, 1, chat("欢迎"))), None);
+    }
+}
+
+#[test]
+fn length_empty_and_words() {
+    let mut r = room();
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    assert_eq!(
+        error_code(&send(&mut r, 0, 2, chat("   "))).as_deref(),
+        Some("empty_text")
+    );
+    assert_eq!(
+        error_code(&send(&mut r, 0, 2, chat(&"长".repeat(201)))).as_deref(),
+        Some("text_too_long")
+    );
+    let out = send(&mut r, 5000, 2, chat("加微信私聊"));
+    assert_eq!(error_code(&out).as_deref(), Some("word_blocked"));
+    assert!(events(&out).is_empty());
+    let out = send(&mut r, 9000, 2, chat("你个傻瓜"));
+    let RoomEvent::Chat { message } = &events(&out)[0].event else {
+        panic!()
+    };
+    assert_eq!(message.text, "你个＊＊");
+}
+
+#[test]
+fn moderation_rules() {
+    let mut r = room_with(RoomConfig {
+        chat_burst: 100,
+        ..RoomConfig::default()
+    });
+    join(&mut r, 0, 1, HOST, MemberRole::Host);
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    join(&mut r, 0, 3, 3, MemberRole::Viewer);
+    // Viewers cannot moderate.
+    let out = send(
+        &mut r,
+        0,
+        3,
+        ClientMsg::Mute {
+            room: 7,
+            user: 2,
+            minutes: 5,
+        },
+    );
+    assert_eq!(error_code(&out).as_deref(), Some("forbidden"));
+    let out = send(
+        &mut r,
+        0,
+        1,
+        ClientMsg::Mute {
+            room: 7,
+            user: HOST,
+            minutes: 5,
+        },
+    );
+    assert_eq!(
+        error_code(&out).as_deref(),
+        Some("forbidden"),
+        "the host cannot be muted"
+    );
+    // The host mutes viewer 2 for 5 minutes.
+    let out = send(
+        &mut r,
+        1000,
+        1,
+        ClientMsg::Mute {
+            room: 7,
+            user: 2,
+            minutes: 5,
+        },
+    );
+    assert!(matches!(
+        events(&out)[0].event,
+        RoomEvent::UserMuted { user: 2, .. }
+    ));
+    assert_eq!(events(&out)[0].priority, Priority::System);
+    assert_eq!(
+        error_code(&send(&mut r, 2000, 2, chat("我要说话"))).as_deref(),
+        Some("muted")
+    );
+    assert_eq!(
+        error_code(&send(&mut r, 1000 + 5 * 60_000, 2, chat("我又能说了"))),
+        None
+    );
+
+    // Pin and remove.
+    let out = send(&mut r, 400_000, 3, chat("这个多少钱"));
+    let message = events(&out)[0].seq;
+    let out = send(
+        &mut r,
+        400_001,
+        1,
+        ClientMsg::PinMessage { room: 7, message },
+    );
+    assert!(
+        matches!(&events(&out)[0].event, RoomEvent::MessagePinned { message: m } if m.id == message)
+    );
+    r.handle(
+        400_002,
+        Input::Join {
+            conn: 9,
+            user: user(9),
+            role: MemberRole::Viewer,
+            last_seq: None,
+            id: None,
+        },
+    );
+    let out = drain(&mut r);
+    let Output::Send {
+        msg: ServerMsg::Joined { state, .. },
+        ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(state.pinned.as_ref().unwrap().id, message);
+    let out = send(
+        &mut r,
+        400_003,
+        1,
+        ClientMsg::RemoveMessage { room: 7, message },
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::StoreRemoval { message: m } if *m == message))
+    );
+    assert!(matches!(
+        &events(&out)[0].event,
+        RoomEvent::MessageRemoved { .. }
+    ));
+    let out = send(
+        &mut r,
+        400_004,
+        1,
+        ClientMsg::PinMessage { room: 7, message },
+    );
+    assert_eq!(
+        error_code(&out).as_deref(),
+        Some("not_found"),
+        "a removed message cannot be pinned"
+    );
+    let out = send(
+        &mut r,
+        400_005,
+        1,
+        ClientMsg::RemoveMessage {
+            room: 7,
+            message: 999_999,
+        },
+    );
+    assert_eq!(error_code(&out).as_deref(), Some("not_found"));
+}
+
+#[test]
+fn only_the_host_starts_and_ends_the_live() {
+    let mut r = room();
+    join(&mut r, 0, 1, HOST, MemberRole::Host);
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    assert_eq!(
+        error_code(&send(&mut r, 0, 2, ClientMsg::StartLive { room: 7 })).as_deref(),
+        Some("forbidden")
+    );
+    let out = send(&mut r, 0, 1, ClientMsg::StartLive { room: 7 });
+    assert!(matches!(
+        events(&out)[0].event,
+        RoomEvent::LiveStarted { .. }
+    ));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::LiveChanged { live: true, .. }))
+    );
+    assert_eq!(
+        error_code(&send(&mut r, 0, 1, ClientMsg::StartLive { room: 7 })).as_deref(),
+        Some("already_live")
+    );
+    let out = send(&mut r, 0, 1, ClientMsg::EndLive { room: 7 });
+    assert!(matches!(events(&out)[0].event, RoomEvent::LiveEnded { .. }));
+    assert!(!r.is_live());
+}
+
+#[test]
+fn likes_are_exact_and_reported_at_most_every_interval() {
+    let mut r = room();
+    join(&mut r, 0, 1, HOST, MemberRole::Host);
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    let mut stats = 0;
+    let mut now = 1_000;
+    for i in 0..1000u32 {
+        now += 1;
+        r.handle(
+            now,
+            Input::Client {
+                conn: 2,
+                id: None,
+                msg: ClientMsg::Like {
+                    room: 7,
+                    count: 1 + i % 7,
+                },
+            },
+        );
+        stats += drain(&mut r)
+            .iter()
+            .filter(|o| matches!(o, Output::Stats(_)))
+            .count();
+    }
+    let expected: u64 = (0..1000u64).map(|i| 1 + i % 7).sum();
+    assert_eq!(r.likes(), expected);
+    // 1000 ms of likes, at most one report per 250 ms (plus the first).
+    assert!(stats <= 5, "{stats} stats frames");
+    now += 250;
+    r.handle(now, Input::Tick);
+    let out = drain(&mut r);
+    let Some(Output::Stats(frame)) = out.last() else {
+        panic!("{out:?}")
+    };
+    let parsed: ServerMsg = serde_json::from_str(frame.as_str()).unwrap();
+    assert!(matches!(parsed, ServerMsg::Stats { likes, .. } if likes == expected));
+    let out = send(&mut r, now, 2, ClientMsg::Like { room: 7, count: 0 });
+    assert_eq!(error_code(&out).as_deref(), Some("invalid"));
+    let out = send(
+        &mut r,
+        now,
+        2,
+        ClientMsg::Like {
+            room: 7,
+            count: 501,
+        },
+    );
+    assert_eq!(error_code(&out).as_deref(), Some("invalid"));
+}
+
+#[test]
+fn viewers_count_people_not_tabs_and_exclude_the_host() {
+    let mut r = room();
+    join(&mut r, 0, 1, HOST, MemberRole::Host);
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    join(&mut r, 0, 3, 2, MemberRole::Viewer);
+    join(&mut r, 0, 4, 3, MemberRole::Viewer);
+    assert_eq!(r.viewers(), 2);
+    assert_eq!(r.peak(), 2);
+    r.handle(0, Input::Leave { conn: 2 });
+    assert_eq!(r.viewers(), 2, "user 2 still has a tab open");
+    r.handle(0, Input::Leave { conn: 3 });
+    assert_eq!(r.viewers(), 1);
+    assert_eq!(r.peak(), 2);
+}
+
+#[test]
+fn messages_from_outside_the_room_are_refused() {
+    let mut r = room();
+    let out = send(&mut r, 0, 42, chat("hello"));
+    assert_eq!(error_code(&out).as_deref(), Some("not_in_room"));
+}
+
+#[test]
+fn presence_events_only_in_small_rooms() {
+    let mut r = room_with(RoomConfig {
+        presence_limit: 2,
+        ..RoomConfig::default()
+    });
+    let out = join(&mut r, 0, 1, HOST, MemberRole::Host);
+    assert_eq!(events(&out).len(), 1);
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    let out = join(&mut r, 0, 3, 3, MemberRole::Viewer);
+    assert!(events(&out).is_empty(), "large rooms report counts only");
+    let Output::Send {
+        msg: ServerMsg::Joined { state, .. },
+        ..
+    } = &out[0]
+    else {
+        panic!()
+    };
+    assert!(state.members.is_none());
+}

@@ -1,0 +1,216 @@
+//! The task that runs one room: owns its [`RoomCore`] and the outbound queues of the connections
+//! in it, turns commands into core inputs with the current time, and carries the core's outputs
+//! out — fan-out (each frame encoded once, shared by every queue), per-viewer chat sampling,
+//! storage — then unloads itself when the room has been empty for a while.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foundation::clock::Clock;
+use tokio::sync::mpsc;
+
+use super::core::{ConnId, Input, Output, RoomConfig, RoomCore};
+use crate::protocol::{ClientMsg, MemberRole, Priority, Seq, ServerMsg, UserId, UserRef};
+use crate::queue::ConnQueue;
+use crate::store::{ChatWrite, RoomRecord, RoomStore};
+use crate::words::WordFilter;
+
+/// Each viewer receives at most this many chat frames per second from others.
+const CHAT_PER_VIEWER_PER_SECOND: f64 = 20.0;
+/// An empty, not-live room unloads after this long.
+const IDLE_UNLOAD: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub enum RoomCommand {
+    Join {
+        conn: ConnId,
+        queue: Arc<ConnQueue>,
+        user: UserRef,
+        role: MemberRole,
+        last_seq: Option<Seq>,
+        id: Option<u32>,
+    },
+    Leave {
+        conn: ConnId,
+    },
+    Client {
+        conn: ConnId,
+        id: Option<u32>,
+        msg: ClientMsg,
+    },
+    SetWords(Arc<WordFilter>),
+}
+
+struct Slot {
+    queue: Arc<ConnQueue>,
+    user: UserId,
+    /// Chat sampling budget: tokens refill at 20 per second, up to 20.
+    chat_tokens: f64,
+    chat_updated: i64,
+}
+
+impl Slot {
+    fn take_chat(&mut self, now: i64) -> bool {
+        let elapsed = (now - self.chat_updated).max(0) as f64 / 1000.0;
+        self.chat_tokens = (self.chat_tokens + elapsed * CHAT_PER_VIEWER_PER_SECOND)
+            .min(CHAT_PER_VIEWER_PER_SECOND);
+        self.chat_updated = now;
+        if self.chat_tokens >= 1.0 {
+            self.chat_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What a room task needs from the world.
+#[derive(Clone)]
+pub struct RoomDeps {
+    pub store: RoomStore,
+    pub chat: mpsc::UnboundedSender<ChatWrite>,
+    pub clock: Arc<dyn Clock>,
+    pub config: RoomConfig,
+    pub words: Arc<WordFilter>,
+}
+
+/// Runs until the room has been empty and not live for [`IDLE_UNLOAD`], or the hub drops it.
+/// Returns so the hub can forget it.
+pub async fn run(
+    record: Arc<RoomRecord>,
+    mut commands: mpsc::Receiver<RoomCommand>,
+    deps: RoomDeps,
+) {
+    let now = deps.clock.now_millis();
+    let host = UserRef {
+        id: record.host_id,
+        name: record.host_name.clone(),
+    };
+    let start_seq = u64::try_from(now).unwrap_or_default().saturating_mul(1000);
+    let mut core = RoomCore::new(
+        record.id,
+        start_seq,
+        Some(host),
+        record.status == "live",
+        u64::try_from(record.likes).unwrap_or_default(),
+        u32::try_from(record.peak_viewers).unwrap_or_default(),
+        deps.config.clone(),
+        deps.words.clone(),
+    );
+    let mut slots: HashMap<ConnId, Slot> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut empty_since: Option<i64> = None;
+    loop {
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                let now = deps.clock.now_millis();
+                match command {
+                    RoomCommand::Join { conn, queue, user, role, last_seq, id } => {
+                        slots.insert(conn, Slot { queue, user: user.id, chat_tokens: CHAT_PER_VIEWER_PER_SECOND, chat_updated: now });
+                        core.handle(now, Input::Join { conn, user, role, last_seq, id });
+                    }
+                    RoomCommand::Leave { conn } => {
+                        core.handle(now, Input::Leave { conn });
+                        if let Some(slot) = slots.remove(&conn) {
+                            let left = ServerMsg::Left { room: record.id };
+                            slot.queue.push_system(encode(&left));
+                        }
+                    }
+                    RoomCommand::Client { conn, id, msg } => core.handle(now, Input::Client { conn, id, msg }),
+                    RoomCommand::SetWords(words) => core.set_words(words),
+                }
+                flush(&mut core, &mut slots, &record, &deps, now).await;
+            }
+            _ = tick.tick() => {
+                let now = deps.clock.now_millis();
+                core.handle(now, Input::Tick);
+                flush(&mut core, &mut slots, &record, &deps, now).await;
+                if slots.is_empty() && !core.is_live() {
+                    let since = *empty_since.get_or_insert(now);
+                    if now - since >= IDLE_UNLOAD.as_millis() as i64 {
+                        break;
+                    }
+                } else {
+                    empty_since = None;
+                }
+            }
+        }
+    }
+    if let Err(e) = deps
+        .store
+        .save_totals(record.id, core.peak(), core.likes())
+        .await
+    {
+        tracing::warn!(room = record.id, error = %e, "could not save room totals");
+    }
+}
+
+fn encode(msg: &ServerMsg) -> axum::extract::ws::Utf8Bytes {
+    // Serialising our own protocol types into a String cannot fail.
+    axum::extract::ws::Utf8Bytes::from(serde_json::to_string(msg).unwrap_or_default())
+}
+
+/// Carries out the core's outputs. Live status changes are stored in order, inline: they are
+/// rare, and a start must never be overtaken by its end.
+async fn flush(
+    core: &mut RoomCore,
+    slots: &mut HashMap<ConnId, Slot>,
+    record: &RoomRecord,
+    deps: &RoomDeps,
+    now: i64,
+) {
+    while let Some(output) = core.poll_output() {
+        match output {
+            Output::Broadcast(event) => match event.priority {
+                Priority::System => {
+                    for slot in slots.values() {
+                        slot.queue.push_system(event.wire.clone());
+                    }
+                }
+                Priority::Chat => {
+                    let always = |slot: &Slot| {
+                        Some(slot.user) == event.author || event.author == Some(record.host_id)
+                    };
+                    for slot in slots.values_mut() {
+                        if always(slot) {
+                            slot.queue.push_system(event.wire.clone());
+                        } else if slot.take_chat(now) {
+                            slot.queue.push_chat(event.wire.clone());
+                        }
+                    }
+                }
+            },
+            Output::Send { conn, msg } => {
+                if let Some(slot) = slots.get(&conn) {
+                    slot.queue.push_system(encode(&msg));
+                }
+            }
+            Output::Replay { conn, events } => {
+                if let Some(slot) = slots.get(&conn) {
+                    for event in events {
+                        slot.queue.push_system(event.wire.clone());
+                    }
+                }
+            }
+            Output::Stats(frame) => {
+                for slot in slots.values() {
+                    slot.queue.push_stats(frame.clone());
+                }
+            }
+            Output::StoreChat(message) => {
+                let _ = deps.chat.send(ChatWrite::Message(record.id, message));
+            }
+            Output::StoreRemoval { message } => {
+                let _ = deps.chat.send(ChatWrite::Removed(record.id, message));
+            }
+            Output::LiveChanged { live, peak, likes } => {
+                if let Err(e) = deps.store.set_live(record.id, live, peak, likes, now).await {
+                    tracing::error!(room = record.id, error = %e, "could not store the live status");
+                }
+            }
+        }
+    }
+}

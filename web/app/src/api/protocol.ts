@@ -1,0 +1,70 @@
+// The hub protocol, generated from signaling/src/protocol.rs — do not edit.
+// Regenerate: UPDATE_PROTOCOL_TS=1 cargo test -p signaling typescript_bindings
+
+/**
+ * A frame from a client.
+ */
+export type ClientFrame = { 
+/**
+ * Protocol version; must be 1.
+ */
+v: number, 
+/**
+ * Optional correlation id, echoed in the `ack` / `error` answering this frame.
+ */
+id?: number, } & ({ "type": "join", room: number, last_seq?: number, } | { "type": "leave", room: number, } | { "type": "chat", room: number, text: string, } | { "type": "like", room: number, count: number, } | { "type": "start_live", room: number, } | { "type": "end_live", room: number, } | { "type": "mute", room: number, user: number, minutes: number, } | { "type": "unmute", room: number, user: number, } | { "type": "remove_message", room: number, message: number, } | { "type": "pin_message", room: number, message: number, } | { "type": "unpin_message", room: number, } | { "type": "ping" });
+
+/**
+ * What a client asks for.
+ */
+export type ClientMsg = { "type": "join", room: number, last_seq?: number, } | { "type": "leave", room: number, } | { "type": "chat", room: number, text: string, } | { "type": "like", room: number, count: number, } | { "type": "start_live", room: number, } | { "type": "end_live", room: number, } | { "type": "mute", room: number, user: number, minutes: number, } | { "type": "unmute", room: number, user: number, } | { "type": "remove_message", room: number, message: number, } | { "type": "pin_message", room: number, message: number, } | { "type": "unpin_message", room: number, } | { "type": "ping" };
+
+/**
+ * A person as shown in a room.
+ */
+export type UserRef = { id: number, name: string, };
+
+/**
+ * Why someone is in a room; decides what they may do there.
+ */
+export type MemberRole = "host" | "instructor" | "supervisor" | "viewer";
+
+/**
+ * A chat message as shown.
+ */
+export type ChatMessage = { 
+/**
+ * The `seq` of the event that carried it; used to remove or pin it.
+ */
+id: number, user: UserRef, role: MemberRole, text: string, 
+/**
+ * Unix milliseconds.
+ */
+at: number, };
+
+/**
+ * Something that happened in a room, in order.
+ */
+export type RoomEvent = { "kind": "live_started", host: UserRef, } | { "kind": "live_ended", peak: number, likes: number, } | { "kind": "chat", message: ChatMessage, } | { "kind": "message_removed", message: number, by: UserRef, } | { "kind": "message_pinned", message: ChatMessage, } | { "kind": "message_unpinned" } | { "kind": "user_muted", user: number, until: number, } | { "kind": "user_unmuted", user: number, } | { "kind": "member_joined", user: UserRef, role: MemberRole, } | { "kind": "member_left", user: UserRef, };
+
+/**
+ * The state of a room as a newcomer (or a client that missed too much) needs it.
+ */
+export type RoomSnapshot = { live: boolean, 
+/**
+ * The last event's seq; events after it follow this snapshot.
+ */
+seq: number, viewers: number, peak: number, likes: number, host: UserRef | null, pinned: ChatMessage | null, 
+/**
+ * The latest chat messages, oldest first.
+ */
+recent_chat: Array<ChatMessage>, 
+/**
+ * Everyone present, for small rooms; `null` for large ones.
+ */
+members: Array<UserRef> | null, };
+
+/**
+ * A frame from the server.
+ */
+export type ServerMsg = { "type": "welcome", v: number, user: UserRef, server_time: number, } | { "type": "joined", room: number, role: MemberRole, state: RoomSnapshot, } | { "type": "resumed", room: number, role: MemberRole, from_seq: number, } | { "type": "resync", room: number, role: MemberRole, state: RoomSnapshot, } | { "type": "event", room: number, seq: number, at: number, event: RoomEvent, } | { "type": "stats", room: number, viewers: number, peak: number, likes: number, } | { "type": "left", room: number, } | { "type": "ack", id: number, } | { "type": "error", id?: number, code: string, message: string, } | { "type": "pong", server_time: number, };
