@@ -17,8 +17,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// How many undelivered messages a subscriber may fall behind before it starts losing the oldest.
 const SUBSCRIBER_BUFFER: usize = 4096;
-/// Redis channel prefix.
-const CHANNEL_PREFIX: &str = "livecamp:bus:";
+/// Redis names are `{namespace}:bus:{topic}` for channels and `{namespace}:{key}` for keys, so
+/// several deployments (or test runs) can share one Redis.
+fn channel_name(namespace: &str, topic: &str) -> String {
+    format!("{namespace}:bus:{topic}")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -65,7 +68,46 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     async fn subscribe(&self, topic: &str) -> Subscription;
 
     fn health(&self) -> BusHealth;
+
+    /// True when other nodes may share topics (the Redis bus).
+    fn is_distributed(&self) -> bool;
+
+    /// Numbers `payload` with the next value of the cluster-wide `counter` (raised to `floor`
+    /// first if lower) and delivers `"{seq}|{payload}"` to every subscriber of `topic` on every
+    /// node, this one included, in number order. Returns the number.
+    async fn publish_numbered(
+        &self,
+        topic: &str,
+        counter: &str,
+        floor: u64,
+        payload: &[u8],
+    ) -> Result<u64, BusError>;
+
+    /// Adds `delta` to the cluster-wide `counter` (raised to `floor` first if lower) and
+    /// announces the new total as `"{total}"` on `topic` to every node, this one included.
+    /// Returns the total.
+    async fn add_and_announce(
+        &self,
+        topic: &str,
+        counter: &str,
+        floor: u64,
+        delta: u64,
+    ) -> Result<u64, BusError>;
+
+    /// Records this node's `value` under `key` and returns the sum over every node that reported
+    /// within the last 5 seconds.
+    async fn gauge_sum(&self, key: &str, value: u64) -> Result<u64, BusError>;
 }
+
+/// Splits a numbered message into its number and payload.
+pub fn split_numbered(message: &Bytes) -> Option<(u64, Bytes)> {
+    let bar = message.iter().position(|b| *b == b'|')?;
+    let seq = std::str::from_utf8(&message[..bar]).ok()?.parse().ok()?;
+    Some((seq, message.slice(bar + 1..)))
+}
+
+/// How long a node's gauge report counts.
+const GAUGE_FRESH_MS: i64 = 5_000;
 
 /// Topic → broadcast channel, shared by both implementations.
 #[derive(Debug, Default)]
@@ -124,6 +166,7 @@ impl LocalFanout {
 pub struct InProcessBus {
     local: LocalFanout,
     published: AtomicU64,
+    counters: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl InProcessBus {
@@ -158,6 +201,49 @@ impl Bus for InProcessBus {
             relay_failures: 0,
         }
     }
+
+    fn is_distributed(&self) -> bool {
+        false
+    }
+
+    async fn publish_numbered(
+        &self,
+        topic: &str,
+        counter: &str,
+        floor: u64,
+        payload: &[u8],
+    ) -> Result<u64, BusError> {
+        // Numbering and delivery under one lock keep delivery in number order.
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let value = counters.entry(counter.to_owned()).or_default();
+        *value = (*value).max(floor) + 1;
+        let seq = *value;
+        let mut message = seq.to_string().into_bytes();
+        message.push(b'|');
+        message.extend_from_slice(payload);
+        self.published.fetch_add(1, Ordering::Relaxed);
+        self.local.deliver(topic, Bytes::from(message));
+        Ok(seq)
+    }
+
+    async fn add_and_announce(
+        &self,
+        topic: &str,
+        counter: &str,
+        floor: u64,
+        delta: u64,
+    ) -> Result<u64, BusError> {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let value = counters.entry(counter.to_owned()).or_default();
+        *value = (*value).max(floor) + delta;
+        let total = *value;
+        self.local.deliver(topic, Bytes::from(total.to_string()));
+        Ok(total)
+    }
+
+    async fn gauge_sum(&self, _key: &str, value: u64) -> Result<u64, BusError> {
+        Ok(value)
+    }
 }
 
 enum RelayCommand {
@@ -168,6 +254,7 @@ enum RelayCommand {
 #[derive(Debug)]
 pub struct RedisBus {
     local: Arc<LocalFanout>,
+    namespace: String,
     node_id: [u8; 16],
     publisher: redis::aio::ConnectionManager,
     commands: mpsc::UnboundedSender<RelayCommand>,
@@ -184,9 +271,68 @@ impl std::fmt::Debug for RelayCommand {
     }
 }
 
+/// The sender id of messages that every node, this one included, must deliver.
+const EVERY_NODE: [u8; 16] = [0; 16];
+
+/// INCR (raised to a floor) and PUBLISH in one atomic step, so publish order is number order.
+/// `%d` keeps 16-digit numbers out of Lua's scientific notation.
+static NUMBERED_PUBLISH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local floor = tonumber(ARGV[1])
+        local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+        if current < floor then redis.call('SET', KEYS[1], string.format('%d', floor)) end
+        local seq = redis.call('INCR', KEYS[1])
+        redis.call('PEXPIRE', KEYS[1], 86400000)
+        redis.call('PUBLISH', KEYS[2], ARGV[2] .. string.format('%d', seq) .. '|' .. ARGV[3])
+        return seq
+        ",
+    )
+});
+
+static ADD_AND_ANNOUNCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local floor = tonumber(ARGV[1])
+        local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+        if current < floor then redis.call('SET', KEYS[1], string.format('%d', floor)) end
+        local total = redis.call('INCRBY', KEYS[1], ARGV[2])
+        redis.call('PEXPIRE', KEYS[1], 86400000)
+        redis.call('PUBLISH', KEYS[2], ARGV[3] .. string.format('%d', total))
+        return total
+        ",
+    )
+});
+
+/// Each node's value is stored as `value:reported_at`; only fresh reports are summed.
+static GAUGE_SUM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+        redis.call('PEXPIRE', KEYS[1], 60000)
+        local now = tonumber(ARGV[3])
+        local fresh = tonumber(ARGV[4])
+        local sum = 0
+        local all = redis.call('HGETALL', KEYS[1])
+        for i = 1, #all, 2 do
+            local value, at = string.match(all[i + 1], '^(%d+):(%d+)$')
+            if value and now - tonumber(at) <= fresh then sum = sum + tonumber(value) end
+        end
+        return sum
+        ",
+    )
+});
+
 impl RedisBus {
+    fn relay_error(&self, e: redis::RedisError, what: &str) -> BusError {
+        self.relay_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, what, "bus relay call failed");
+        BusError::RemoteUnavailable(e.to_string())
+    }
+
     /// Connects to Redis (failing if it cannot be reached at start) and starts the relay task.
-    pub async fn connect(url: &str) -> anyhow::Result<Arc<Self>> {
+    /// `namespace` prefixes every channel and key.
+    pub async fn connect(url: &str, namespace: &str) -> anyhow::Result<Arc<Self>> {
         let client =
             redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -203,6 +349,7 @@ impl RedisBus {
         let (commands, rx) = mpsc::unbounded_channel();
         let bus = Arc::new(Self {
             local: Arc::new(LocalFanout::default()),
+            namespace: namespace.to_owned(),
             node_id: *uuid::Uuid::new_v4().as_bytes(),
             publisher,
             commands,
@@ -212,6 +359,7 @@ impl RedisBus {
         });
         tokio::spawn(relay_task(
             client,
+            namespace.to_owned(),
             bus.local.clone(),
             bus.node_id,
             bus.connected.clone(),
@@ -230,7 +378,7 @@ impl Bus for RedisBus {
         frame.extend_from_slice(&payload);
         self.local.deliver(topic, payload);
         let mut conn = self.publisher.clone();
-        let channel = format!("{CHANNEL_PREFIX}{topic}");
+        let channel = channel_name(&self.namespace, topic);
         let sent: Result<i64, redis::RedisError> = redis::cmd("PUBLISH")
             .arg(channel)
             .arg(frame)
@@ -245,25 +393,80 @@ impl Bus for RedisBus {
 
     async fn subscribe(&self, topic: &str) -> Subscription {
         let (sub, created) = self.local.subscribe(topic);
-        if created && self.connected.load(Ordering::SeqCst) {
+        if created {
             let (ack, done) = oneshot::channel();
             if self
                 .commands
                 .send(RelayCommand::Subscribe(topic.to_owned(), ack))
                 .is_ok()
             {
-                // The relay confirms once Redis has acknowledged SUBSCRIBE; if Redis is slow
-                // the subscription still works locally.
+                // The relay confirms once Redis has acknowledged SUBSCRIBE, or at once while
+                // Redis is away (it subscribes to every local topic when it reconnects). If Redis
+                // is slow the subscription still works locally.
                 let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
             }
-        } else if created {
-            // Not connected: the relay subscribes to every local topic when it reconnects.
-            let (ack, _) = oneshot::channel();
-            let _ = self
-                .commands
-                .send(RelayCommand::Subscribe(topic.to_owned(), ack));
         }
         sub
+    }
+
+    fn is_distributed(&self) -> bool {
+        true
+    }
+
+    async fn publish_numbered(
+        &self,
+        topic: &str,
+        counter: &str,
+        floor: u64,
+        payload: &[u8],
+    ) -> Result<u64, BusError> {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.publisher.clone();
+        let result: Result<u64, redis::RedisError> = NUMBERED_PUBLISH
+            .key(format!("{}:{counter}", self.namespace))
+            .key(channel_name(&self.namespace, topic))
+            .arg(floor)
+            .arg(&EVERY_NODE[..])
+            .arg(payload)
+            .invoke_async(&mut conn)
+            .await;
+        result.map_err(|e| self.relay_error(e, topic))
+    }
+
+    async fn add_and_announce(
+        &self,
+        topic: &str,
+        counter: &str,
+        floor: u64,
+        delta: u64,
+    ) -> Result<u64, BusError> {
+        let mut conn = self.publisher.clone();
+        let result: Result<u64, redis::RedisError> = ADD_AND_ANNOUNCE
+            .key(format!("{}:{counter}", self.namespace))
+            .key(channel_name(&self.namespace, topic))
+            .arg(floor)
+            .arg(delta)
+            .arg(&EVERY_NODE[..])
+            .invoke_async(&mut conn)
+            .await;
+        result.map_err(|e| self.relay_error(e, topic))
+    }
+
+    async fn gauge_sum(&self, key: &str, value: u64) -> Result<u64, BusError> {
+        let mut conn = self.publisher.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        let result: Result<u64, redis::RedisError> = GAUGE_SUM
+            .key(format!("{}:{key}", self.namespace))
+            .arg(uuid::Uuid::from_bytes(self.node_id).simple().to_string())
+            .arg(value)
+            .arg(now)
+            .arg(GAUGE_FRESH_MS)
+            .invoke_async(&mut conn)
+            .await;
+        result.map_err(|e| self.relay_error(e, key))
     }
 
     fn health(&self) -> BusHealth {
@@ -280,11 +483,13 @@ impl Bus for RedisBus {
 /// topic, delivers messages from other nodes and drops topics nobody listens to any more.
 async fn relay_task(
     client: redis::Client,
+    namespace: String,
     local: Arc<LocalFanout>,
     node_id: [u8; 16],
     connected: Arc<AtomicBool>,
     mut commands: mpsc::UnboundedReceiver<RelayCommand>,
 ) {
+    let prefix = channel_name(&namespace, "");
     let mut backoff = Duration::from_millis(100);
     loop {
         let pubsub =
@@ -306,7 +511,7 @@ async fn relay_task(
         let (mut sink, mut stream) = pubsub.split();
         let mut ok = true;
         for topic in local.topic_names() {
-            if let Err(e) = sink.subscribe(format!("{CHANNEL_PREFIX}{topic}")).await {
+            if let Err(e) = sink.subscribe(channel_name(&namespace, &topic)).await {
                 tracing::warn!(error = %e, "bus relay resubscribe failed");
                 ok = false;
                 break;
@@ -324,7 +529,7 @@ async fn relay_task(
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(RelayCommand::Subscribe(topic, ack)) => {
-                        if let Err(e) = sink.subscribe(format!("{CHANNEL_PREFIX}{topic}")).await {
+                        if let Err(e) = sink.subscribe(channel_name(&namespace, &topic)).await {
                             tracing::warn!(error = %e, "bus relay subscribe failed");
                             break;
                         }
@@ -335,7 +540,7 @@ async fn relay_task(
                 message = stream.next() => match message {
                     Some(msg) => {
                         let channel = msg.get_channel_name();
-                        let Some(topic) = channel.strip_prefix(CHANNEL_PREFIX) else { continue };
+                        let Some(topic) = channel.strip_prefix(&prefix) else { continue };
                         let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
                         if payload.len() < 16 || payload[..16] == node_id {
                             continue; // our own echo, or not ours to read
@@ -346,7 +551,7 @@ async fn relay_task(
                 },
                 _ = sweep.tick() => {
                     for topic in local.sweep() {
-                        if sink.unsubscribe(format!("{CHANNEL_PREFIX}{topic}")).await.is_err() {
+                        if sink.unsubscribe(channel_name(&namespace, &topic)).await.is_err() {
                             break;
                         }
                     }

@@ -34,6 +34,8 @@ pub struct Config {
     pub database_max_connections: u32,
     /// `redis://host:port`; when set, the bus and hot counters are shared through Redis.
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so several deployments can share one Redis.
+    pub redis_namespace: String,
     /// Create the demo region, institution, class and accounts in an empty database.
     pub demo_data: bool,
     /// Password of every demo account; generated (and printed) when unset. Secret.
@@ -81,6 +83,7 @@ impl Default for Config {
             database_url: None,
             database_max_connections: 16,
             redis_url: None,
+            redis_namespace: "livecamp".into(),
             demo_data: true,
             demo_password: None,
             log_format: LogFormat::Text,

@@ -47,7 +47,7 @@ impl AppState {
         let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
         db.migrate().await?;
         let bus: Arc<dyn Bus> = match &config.redis_url {
-            Some(url) => RedisBus::connect(url).await?,
+            Some(url) => RedisBus::connect(url, &config.redis_namespace).await?,
             None => InProcessBus::new(),
         };
         let audit = Audit::new(db.clone(), clock.clone());

@@ -42,6 +42,8 @@ pub struct Hub {
     sessions: Mutex<HashMap<String, Vec<Weak<ConnQueue>>>>,
     connections: Mutex<HashMap<ConnId, Weak<ConnQueue>>>,
     next_conn: AtomicU64,
+    /// Identifies this node's proposals among the cluster's events.
+    node: u64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -69,6 +71,7 @@ impl Hub {
             sessions: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            node: u64::from_le_bytes(foundation::crypto::random_bytes::<8>()),
             app,
         });
         let mut ended = hub.app.bus.subscribe(SESSION_ENDED_TOPIC).await;
@@ -190,6 +193,8 @@ impl Hub {
             clock: self.app.clock.clone(),
             config: self.config.clone(),
             words: self.words.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            bus: self.app.bus.clone(),
+            node: self.node,
         };
         tokio::spawn(task::run(record, rx, deps));
         Ok(handle)
@@ -242,9 +247,6 @@ impl Hub {
                     Some(Ok(Message::Text(text))) => {
                         let ok = self.handle_text(&principal, &user, conn, &queue, &mut joined, text.as_str()).await;
                         errors_in_row = if ok { 0 } else { errors_in_row + 1 };
-                        if errors_in_row >= MAX_ERRORS_IN_A_ROW {
-                            queue.close(close::PROTOCOL_ERROR, "too many invalid messages");
-                        }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         queue.push_system(error_frame(None, "invalid_message", "只支持 JSON 文本消息"));
@@ -263,6 +265,9 @@ impl Hub {
                         break;
                     }
                 }
+            }
+            if errors_in_row >= MAX_ERRORS_IN_A_ROW {
+                queue.close(close::PROTOCOL_ERROR, "too many invalid messages");
             }
         }
         for (room, handle) in joined {
@@ -333,10 +338,21 @@ impl Hub {
                     last_seq,
                     id,
                 };
-                if handle.commands.send(command).await.is_err() {
-                    queue.push_system(error_frame(id, "unavailable", "直播间暂时不可用，请重试"));
-                    return true;
-                }
+                // The room's task may just have unloaded: start a fresh one once.
+                let handle = match handle.commands.send(command).await {
+                    Ok(()) => handle,
+                    Err(mpsc::error::SendError(command)) => match self.room(room).await {
+                        Ok(fresh) if fresh.commands.send(command).await.is_ok() => fresh,
+                        _ => {
+                            queue.push_system(error_frame(
+                                id,
+                                "unavailable",
+                                "直播间暂时不可用，请重试",
+                            ));
+                            return true;
+                        }
+                    },
+                };
                 joined.insert(room, handle);
             }
             ClientMsg::Leave { room } => match joined.remove(&room) {

@@ -15,7 +15,8 @@ pub const PROTOCOL_VERSION: u8 = 1;
 
 pub type RoomId = i64;
 pub type UserId = i64;
-/// Per-room event sequence number, starting at 1.
+/// Per-room event sequence number: grows by one per event. A room (re)loaded starts at its load
+/// time in milliseconds × 1000, so numbers never repeat across restarts (and stay below 2^53).
 pub type Seq = u64;
 
 /// A frame from a client.

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 
-use crate::protocol::close;
+use crate::protocol::{RoomId, close};
 
 const MAX_SYSTEM: usize = 512;
 const MAX_CHAT: usize = 64;
@@ -18,7 +18,8 @@ const MAX_CHAT: usize = 64;
 struct Inner {
     system: VecDeque<Utf8Bytes>,
     chat: VecDeque<Utf8Bytes>,
-    stats: Option<Utf8Bytes>,
+    /// Latest counters per room (a connection may be in several rooms).
+    stats: Vec<(RoomId, Utf8Bytes)>,
     close: Option<(u16, &'static str)>,
     dropped_chat: u64,
 }
@@ -74,9 +75,12 @@ impl ConnQueue {
         self.notify.notify_one();
     }
 
-    /// The latest counters; replaces any not yet sent.
-    pub fn push_stats(&self, frame: Utf8Bytes) {
-        self.with(|q| q.stats = Some(frame));
+    /// The latest counters of `room`; replaces that room's counters not yet sent.
+    pub fn push_stats(&self, room: RoomId, frame: Utf8Bytes) {
+        self.with(|q| match q.stats.iter_mut().find(|(r, _)| *r == room) {
+            Some(slot) => slot.1 = frame,
+            None => q.stats.push((room, frame)),
+        });
         self.notify.notify_one();
     }
 
@@ -97,7 +101,7 @@ impl ConnQueue {
             if let Some(frame) = q.system.pop_front() {
                 return Next::Frame(frame);
             }
-            if let Some(frame) = q.stats.take() {
+            if let Some((_, frame)) = q.stats.pop() {
                 return Next::Frame(frame);
             }
             match q.chat.pop_front() {
@@ -135,13 +139,19 @@ mod tests {
     fn system_before_stats_before_chat_and_stats_coalesce() {
         let q = ConnQueue::default();
         q.push_chat(frame("c1"));
-        q.push_stats(frame("s1"));
-        q.push_stats(frame("s2"));
+        q.push_stats(1, frame("s1"));
+        q.push_stats(1, frame("s2"));
         q.push_system(frame("e1"));
         assert_eq!(next_text(&q).as_deref(), Some("e1"));
         assert_eq!(next_text(&q).as_deref(), Some("s2"));
         assert_eq!(next_text(&q).as_deref(), Some("c1"));
         assert!(matches!(q.pop(), Next::Empty));
+        // Counters of different rooms do not replace each other.
+        q.push_stats(1, frame("room1"));
+        q.push_stats(2, frame("room2"));
+        let mut got = vec![next_text(&q).unwrap(), next_text(&q).unwrap()];
+        got.sort();
+        assert_eq!(got, ["room1", "room2"]);
     }
 
     #[test]

@@ -143,6 +143,52 @@ pub async fn spawn_app_with(
     }
 }
 
+/// Nodes of one cluster: the same database and keys, the bus shared through Redis at
+/// `redis_url`; the first node owns (and drops) the database.
+pub async fn spawn_cluster(backend: Backend, nodes: usize, redis_url: &str) -> Vec<TestApp> {
+    let first = spawn_app_with(
+        backend,
+        |c| {
+            c.redis_url = Some(redis_url.to_owned());
+            // A namespace per cluster keeps concurrent tests apart on the shared Redis.
+            c.redis_namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
+        },
+        Arc::new(SystemClock),
+    )
+    .await;
+    let mut apps = Vec::with_capacity(nodes);
+    for _ in 1..nodes {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = (*first.state.config).clone();
+        config.data_dir = dir.path().to_path_buf();
+        let state = AppState::build_with_clock(config, Arc::new(SystemClock))
+            .await
+            .expect("node state builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let serve_state = state.clone();
+        tokio::spawn(async move {
+            let _ = livecamp::serve(listener, serve_state, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        apps.push(TestApp {
+            base,
+            state,
+            backend,
+            pg_database: None,
+            shutdown: Some(tx),
+            _dir: dir,
+        });
+    }
+    apps.insert(0, first);
+    apps
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

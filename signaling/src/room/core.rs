@@ -39,6 +39,9 @@ pub struct RoomConfig {
     pub presence_limit: usize,
     /// Most likes one `like` frame may carry.
     pub max_like_batch: u32,
+    /// Most events replayed to a resuming client; beyond that it gets a snapshot (a replay must
+    /// fit in the connection's queue of undroppable frames).
+    pub max_replay: usize,
 }
 
 impl Default for RoomConfig {
@@ -52,6 +55,7 @@ impl Default for RoomConfig {
             stats_interval_ms: 250,
             presence_limit: 200,
             max_like_batch: 500,
+            max_replay: 256,
         }
     }
 }
@@ -113,6 +117,24 @@ pub enum Output {
     StoreRemoval { message: Seq },
     /// The live started or ended; persist the room status and totals.
     LiveChanged { live: bool, peak: u32, likes: u64 },
+    /// (Distributed) an event to be numbered by the cluster's sequencer.
+    Propose(Proposal),
+}
+
+/// An event decided on this node, waiting for its cluster-wide seq.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Proposal {
+    pub at: i64,
+    pub event: RoomEvent,
+    pub author: Option<UserId>,
+}
+
+/// Who numbers events: this room alone (one node), or the cluster (several nodes share the
+/// room; every node applies the same numbered events in the same order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequencing {
+    Local,
+    External,
 }
 
 /// `ServerMsg::Event` by reference, so an event is serialised without being cloned; the test
@@ -172,6 +194,13 @@ pub struct RoomCore {
     buckets: HashMap<UserId, Bucket>,
     stats_dirty: bool,
     last_stats_at: i64,
+    sequencing: Sequencing,
+    /// (Distributed) likes taken here, likes already added to the cluster counter, the
+    /// cluster total last seen, and the viewers summed over every node.
+    likes_here: u64,
+    likes_flushed: u64,
+    cluster_likes: u64,
+    cluster_viewers: Option<u32>,
     outputs: VecDeque<Output>,
 }
 
@@ -212,8 +241,19 @@ impl RoomCore {
             buckets: HashMap::new(),
             stats_dirty: false,
             last_stats_at: i64::MIN / 2,
+            sequencing: Sequencing::Local,
+            likes_here: 0,
+            likes_flushed: 0,
+            cluster_likes: likes,
+            cluster_viewers: None,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// Hands numbering to the cluster (see [`Sequencing`]).
+    pub fn with_sequencing(mut self, sequencing: Sequencing) -> Self {
+        self.sequencing = sequencing;
+        self
     }
 
     pub fn set_words(&mut self, words: Arc<WordFilter>) {
@@ -240,11 +280,47 @@ impl RoomCore {
         self.seq
     }
 
-    /// People present apart from the host.
+    /// People present apart from the host (over every node, when the room spans several).
     pub fn viewers(&self) -> u32 {
+        self.cluster_viewers
+            .map_or_else(|| self.local_viewers(), |c| c.max(self.local_viewers()))
+    }
+
+    /// People present on this node apart from the host.
+    pub fn local_viewers(&self) -> u32 {
         let host = self.host.as_ref().map(|h| h.id);
         let count = self.users.keys().filter(|u| Some(**u) != host).count();
         u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// (Distributed) the viewers summed over every node.
+    pub fn set_cluster_viewers(&mut self, viewers: u32) {
+        if self.cluster_viewers != Some(viewers) {
+            self.cluster_viewers = Some(viewers);
+            self.peak = self.peak.max(self.viewers());
+            self.stats_dirty = true;
+        }
+    }
+
+    /// (Distributed) likes taken here and not yet added to the cluster counter.
+    pub fn unflushed_likes(&self) -> u64 {
+        self.likes_here - self.likes_flushed
+    }
+
+    /// (Distributed) `delta` likes were added to the cluster counter, which is now `total`.
+    pub fn likes_flushed(&mut self, delta: u64, total: u64) {
+        self.likes_flushed += delta;
+        self.cluster_likes_total(total);
+    }
+
+    /// (Distributed) the cluster's like counter, as announced; totals only grow.
+    pub fn cluster_likes_total(&mut self, total: u64) {
+        self.cluster_likes = self.cluster_likes.max(total);
+        let likes = self.cluster_likes + self.unflushed_likes();
+        if likes != self.likes {
+            self.likes = likes;
+            self.stats_dirty = true;
+        }
     }
 
     pub fn likes(&self) -> u64 {
@@ -355,10 +431,7 @@ impl RoomCore {
                 },
             }),
         }
-        if first_connection_of_user
-            && self.conns.len() <= self.config.presence_limit
-            && last_seq.is_none()
-        {
+        if first_connection_of_user && self.conns.len() <= self.config.presence_limit {
             self.emit(
                 now,
                 RoomEvent::MemberJoined {
@@ -370,12 +443,19 @@ impl RoomCore {
         }
     }
 
-    /// Everything after `last` is still in the history.
+    /// Everything after `last` is still in the history, and not too much of it.
     fn can_resume_after(&self, last: Seq) -> bool {
-        match self.history.front() {
+        let missed = self
+            .history
+            .iter()
+            .rev()
+            .take_while(|e| e.seq > last)
+            .count();
+        let complete = match self.history.front() {
             Some(oldest) => oldest.seq <= last + 1,
             None => last == self.seq,
-        }
+        };
+        complete && missed <= self.config.max_replay
     }
 
     fn leave(&mut self, now: i64, conn: ConnId) {
@@ -438,6 +518,7 @@ impl RoomCore {
                     return;
                 }
                 self.likes += u64::from(count);
+                self.likes_here += u64::from(count);
                 self.stats_dirty = true;
                 self.ack(conn, id);
             }
@@ -448,7 +529,6 @@ impl RoomCore {
                 if self.live {
                     return self.error(conn, id, "already_live", "直播已经开始");
                 }
-                self.live = true;
                 self.emit(
                     now,
                     RoomEvent::LiveStarted {
@@ -456,11 +536,6 @@ impl RoomCore {
                     },
                     Some(member.user.id),
                 );
-                self.outputs.push_back(Output::LiveChanged {
-                    live: true,
-                    peak: self.peak,
-                    likes: self.likes,
-                });
                 self.ack(conn, id);
             }
             ClientMsg::EndLive { .. } => {
@@ -470,7 +545,6 @@ impl RoomCore {
                 if !self.live {
                     return self.error(conn, id, "not_live", "直播尚未开始");
                 }
-                self.live = false;
                 self.emit(
                     now,
                     RoomEvent::LiveEnded {
@@ -479,11 +553,6 @@ impl RoomCore {
                     },
                     Some(member.user.id),
                 );
-                self.outputs.push_back(Output::LiveChanged {
-                    live: false,
-                    peak: self.peak,
-                    likes: self.likes,
-                });
                 self.ack(conn, id);
             }
             ClientMsg::Mute { user, minutes, .. } => {
@@ -502,7 +571,7 @@ impl RoomCore {
                     return self.error(conn, id, "forbidden", "不能禁言主播或讲师");
                 }
                 let until = now + i64::from(minutes) * 60_000;
-                self.muted.insert(user, until);
+
                 self.emit(
                     now,
                     RoomEvent::UserMuted { user, until },
@@ -514,7 +583,7 @@ impl RoomCore {
                 if !member.role.moderates() {
                     return self.error(conn, id, "forbidden", "只有主播或讲师可以解除禁言");
                 }
-                if self.muted.remove(&user).is_some() {
+                if self.muted.contains_key(&user) {
                     self.emit(now, RoomEvent::UserUnmuted { user }, Some(member.user.id));
                 }
                 self.ack(conn, id);
@@ -526,11 +595,7 @@ impl RoomCore {
                 if !self.is_known_chat(message) {
                     return self.error(conn, id, "not_found", "消息不存在或已过期");
                 }
-                self.recent_chat.retain(|m| m.id != message);
-                if self.pinned.as_ref().is_some_and(|p| p.id == message) {
-                    self.pinned = None;
-                }
-                self.outputs.push_back(Output::StoreRemoval { message });
+
                 self.emit(
                     now,
                     RoomEvent::MessageRemoved {
@@ -548,7 +613,7 @@ impl RoomCore {
                 let Some(chat) = self.recent_chat.iter().find(|m| m.id == message).cloned() else {
                     return self.error(conn, id, "not_found", "只能置顶最近的消息");
                 };
-                self.pinned = Some(chat.clone());
+
                 self.emit(
                     now,
                     RoomEvent::MessagePinned { message: chat },
@@ -560,7 +625,7 @@ impl RoomCore {
                 if !member.role.moderates() {
                     return self.error(conn, id, "forbidden", "只有主播或讲师可以取消置顶");
                 }
-                if self.pinned.take().is_some() {
+                if self.pinned.is_some() {
                     self.emit(now, RoomEvent::MessageUnpinned, Some(member.user.id));
                 }
                 self.ack(conn, id);
@@ -609,18 +674,14 @@ impl RoomCore {
                 return self.error(conn, id, "word_blocked", "消息包含违规内容，未能发送");
             }
         };
+        // The id is the event's seq, set when the message is sequenced.
         let message = ChatMessage {
-            id: self.seq + 1,
+            id: 0,
             user: member.user.clone(),
             role: member.role,
             text,
             at: now,
         };
-        self.recent_chat.push_back(message.clone());
-        while self.recent_chat.len() > self.config.recent_chat {
-            self.recent_chat.pop_front();
-        }
-        self.outputs.push_back(Output::StoreChat(message.clone()));
         self.emit(now, RoomEvent::Chat { message }, Some(user));
         self.ack(conn, id);
     }
@@ -643,11 +704,91 @@ impl RoomCore {
         }
     }
 
+    /// A decided event: sequenced here (embedded) or proposed to the cluster's sequencer, which
+    /// hands it back to every node's room through [`RoomCore::apply_sequenced`].
     fn emit(&mut self, now: i64, event: RoomEvent, author: Option<UserId>) {
-        self.seq += 1;
-        let wire = encode_event(self.id, self.seq, now, &event);
+        match self.sequencing {
+            Sequencing::Local => self.apply(self.seq + 1, now, event, author, true),
+            Sequencing::External => {
+                self.outputs.push_back(Output::Propose(Proposal {
+                    at: now,
+                    event,
+                    author,
+                }));
+            }
+        }
+    }
+
+    /// A sequenced event from the cluster; `origin_here` when this node proposed it (it then
+    /// stores what needs storing). Events at or below the current seq are duplicates.
+    pub fn apply_sequenced(
+        &mut self,
+        seq: Seq,
+        at: i64,
+        event: RoomEvent,
+        author: Option<UserId>,
+        origin_here: bool,
+    ) {
+        if seq > self.seq {
+            self.apply(seq, at, event, author, origin_here);
+        }
+    }
+
+    /// Every state change of the room happens here, from the event, so replicas on other nodes
+    /// that apply the same events in the same order hold the same state.
+    fn apply(
+        &mut self,
+        seq: Seq,
+        now: i64,
+        mut event: RoomEvent,
+        author: Option<UserId>,
+        origin_here: bool,
+    ) {
+        match &mut event {
+            RoomEvent::Chat { message } => {
+                message.id = seq;
+                self.recent_chat.push_back(message.clone());
+                while self.recent_chat.len() > self.config.recent_chat {
+                    self.recent_chat.pop_front();
+                }
+                if origin_here {
+                    self.outputs.push_back(Output::StoreChat(message.clone()));
+                }
+            }
+            RoomEvent::LiveStarted { .. } | RoomEvent::LiveEnded { .. } => {
+                self.live = matches!(event, RoomEvent::LiveStarted { .. });
+                if origin_here {
+                    self.outputs.push_back(Output::LiveChanged {
+                        live: self.live,
+                        peak: self.peak,
+                        likes: self.likes,
+                    });
+                }
+            }
+            RoomEvent::MessageRemoved { message, .. } => {
+                let message = *message;
+                self.recent_chat.retain(|m| m.id != message);
+                if self.pinned.as_ref().is_some_and(|p| p.id == message) {
+                    self.pinned = None;
+                }
+                if origin_here {
+                    self.outputs.push_back(Output::StoreRemoval { message });
+                }
+            }
+            RoomEvent::MessagePinned { message } => self.pinned = Some(message.clone()),
+            RoomEvent::MessageUnpinned => self.pinned = None,
+            RoomEvent::UserMuted { user, until } => {
+                self.muted.insert(*user, *until);
+            }
+            RoomEvent::UserUnmuted { user } => {
+                self.muted.remove(user);
+            }
+            RoomEvent::MemberJoined { .. } | RoomEvent::MemberLeft { .. } => {}
+        }
+        self.seq = seq;
+        let wire = encode_event(self.id, seq, now, &event);
         let sequenced = Arc::new(Sequenced {
-            seq: self.seq,
+            seq,
             at: now,
             priority: event.priority(),
             event,

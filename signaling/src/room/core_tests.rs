@@ -1,6 +1,7 @@
 //! The room's rules in virtual time.
 
 use super::*;
+use crate::room::core::Sequencing;
 use crate::words::WordAction;
 
 const HOST: UserId = 1;
@@ -130,7 +131,8 @@ fn resume_replays_missed_events_or_resyncs_when_too_old() {
     for i in 0..2 {
         send(&mut r, 30 + i, 1, chat("你不在时"));
     }
-    // Back within the history: exactly the missed events, in order.
+    // Back within the history: exactly the missed events, in order (then its own arrival).
+    let missed_up_to = r.seq();
     r.handle(
         40,
         Input::Join {
@@ -151,12 +153,17 @@ fn resume_replays_missed_events_or_resyncs_when_too_old() {
         panic!("no replay: {out:?}");
     };
     let replayed: Vec<Seq> = events.iter().map(|e| e.seq).collect();
-    assert_eq!(replayed, ((seen + 1)..=r.seq()).collect::<Vec<_>>());
+    assert_eq!(replayed, ((seen + 1)..=missed_up_to).collect::<Vec<_>>());
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Broadcast(e) if matches!(e.event, RoomEvent::MemberJoined { .. }))),
+        "a resuming member is announced again"
+    );
 
     // Too far behind: a snapshot instead.
     for i in 0..10 {
         send(&mut r, 50 + i, 1, chat("很多消息"));
     }
+    let before_join = r.seq();
     r.handle(
         70,
         Input::Join {
@@ -169,7 +176,7 @@ fn resume_replays_missed_events_or_resyncs_when_too_old() {
     );
     let out = drain(&mut r);
     assert!(
-        matches!(&out[0], Output::Send { msg: ServerMsg::Resync { state, .. }, .. } if state.seq == r.seq())
+        matches!(&out[0], Output::Send { msg: ServerMsg::Resync { state, .. }, .. } if state.seq == before_join)
     );
     // A seq from the future (another room incarnation) resyncs too.
     r.handle(
@@ -179,6 +186,37 @@ fn resume_replays_missed_events_or_resyncs_when_too_old() {
             user: user(4),
             role: MemberRole::Viewer,
             last_seq: Some(r.seq() + 100),
+            id: None,
+        },
+    );
+    assert!(matches!(
+        &drain(&mut r)[0],
+        Output::Send {
+            msg: ServerMsg::Resync { .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_replay_larger_than_the_queue_becomes_a_resync() {
+    let mut r = room_with(RoomConfig {
+        max_replay: 3,
+        chat_burst: 100,
+        ..RoomConfig::default()
+    });
+    join(&mut r, 0, 1, HOST, MemberRole::Host);
+    let seen = r.seq();
+    for i in 0..4 {
+        send(&mut r, 10 + i, 1, chat("很多"));
+    }
+    r.handle(
+        20,
+        Input::Join {
+            conn: 2,
+            user: user(2),
+            role: MemberRole::Viewer,
+            last_seq: Some(seen),
             id: None,
         },
     );
@@ -486,4 +524,96 @@ fn presence_events_only_in_small_rooms() {
         panic!()
     };
     assert!(state.members.is_none());
+}
+
+#[test]
+fn external_sequencing_proposes_then_applies_in_cluster_order() {
+    let mut r = room().with_sequencing(Sequencing::External);
+    join(&mut r, 0, 1, HOST, MemberRole::Host);
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    let out = send(&mut r, 10, 2, chat("来自本节点"));
+    let Some(Output::Propose(proposal)) = out
+        .iter()
+        .find(|o| matches!(o, Output::Propose(_)))
+        .cloned()
+    else {
+        panic!("{out:?}")
+    };
+    assert!(
+        events(&out).is_empty(),
+        "nothing is delivered before the cluster numbers it"
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Send {
+            msg: ServerMsg::Ack { .. },
+            ..
+        }
+    )));
+    // Another node's event arrives first with seq 100, then ours with 101.
+    let remote = RoomEvent::UserMuted {
+        user: 9,
+        until: 999_999,
+    };
+    r.apply_sequenced(100, 11, remote, Some(HOST), false);
+    r.apply_sequenced(
+        101,
+        proposal.at,
+        proposal.event.clone(),
+        proposal.author,
+        true,
+    );
+    let out = drain(&mut r);
+    let seqs: Vec<Seq> = events(&out).iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [100, 101]);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::StoreChat(m) if m.id == 101)),
+        "the origin stores its chat"
+    );
+    // The replicated mute holds here too.
+    join(&mut r, 20, 3, 9, MemberRole::Viewer);
+    assert_eq!(
+        error_code(&send(&mut r, 30, 3, chat("hi"))).as_deref(),
+        Some("muted")
+    );
+    // Duplicates and old numbers are ignored.
+    r.apply_sequenced(101, proposal.at, proposal.event, proposal.author, true);
+    assert!(events(&drain(&mut r)).is_empty());
+    // A remote chat is not stored here.
+    let message = ChatMessage {
+        id: 0,
+        user: user(5),
+        role: MemberRole::Viewer,
+        text: "别处".into(),
+        at: 40,
+    };
+    r.apply_sequenced(102, 40, RoomEvent::Chat { message }, Some(5), false);
+    assert!(
+        !drain(&mut r)
+            .iter()
+            .any(|o| matches!(o, Output::StoreChat(_)))
+    );
+}
+
+#[test]
+fn cluster_likes_add_up_without_double_counting() {
+    let mut r = room().with_sequencing(Sequencing::External);
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    send(&mut r, 0, 2, ClientMsg::Like { room: 7, count: 30 });
+    assert_eq!(r.likes(), 30);
+    assert_eq!(r.unflushed_likes(), 30);
+    // Another node added 50 first: the cluster total is 50.
+    r.cluster_likes_total(50);
+    assert_eq!(r.likes(), 80);
+    // We flush our 30: the counter says 80.
+    r.likes_flushed(30, 80);
+    assert_eq!(r.unflushed_likes(), 0);
+    assert_eq!(r.likes(), 80);
+    // Our own announcement of 80 arrives late, then an older one: no change.
+    r.cluster_likes_total(80);
+    r.cluster_likes_total(60);
+    assert_eq!(r.likes(), 80);
+    send(&mut r, 0, 2, ClientMsg::Like { room: 7, count: 5 });
+    assert_eq!(r.likes(), 85);
 }

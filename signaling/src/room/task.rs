@@ -7,10 +7,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use foundation::bus::{Bus, Subscription, split_numbered};
 use foundation::clock::Clock;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::core::{ConnId, Input, Output, RoomConfig, RoomCore};
+use super::core::{ConnId, Input, Output, Proposal, RoomConfig, RoomCore, Sequencing};
 use crate::protocol::{ClientMsg, MemberRole, Priority, Seq, ServerMsg, UserId, UserRef};
 use crate::queue::ConnQueue;
 use crate::store::{ChatWrite, RoomRecord, RoomStore};
@@ -73,6 +76,52 @@ pub struct RoomDeps {
     pub clock: Arc<dyn Clock>,
     pub config: RoomConfig,
     pub words: Arc<WordFilter>,
+    pub bus: Arc<dyn Bus>,
+    /// This node's id in proposals, to recognise its own events coming back.
+    pub node: u64,
+}
+
+/// A proposal on the wire between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireProposal {
+    origin: u64,
+    #[serde(flatten)]
+    proposal: Proposal,
+}
+
+/// Names of a room's shared state on the bus and in Redis, and its subscriptions.
+struct Cluster {
+    events_topic: String,
+    seq_counter: String,
+    likes_topic: String,
+    likes_counter: String,
+    viewers_key: String,
+}
+
+impl Cluster {
+    /// The room's names, and subscriptions to its events and like totals.
+    async fn join(bus: &dyn Bus, room: i64) -> (Self, Subscription, Subscription) {
+        let events_topic = format!("room.{room}.events");
+        let likes_topic = format!("room.{room}.likes");
+        let events = bus.subscribe(&events_topic).await;
+        let likes = bus.subscribe(&likes_topic).await;
+        let cluster = Self {
+            events_topic,
+            likes_topic,
+            seq_counter: format!("room:{room}:seq"),
+            likes_counter: format!("room:{room}:likes"),
+            viewers_key: format!("room:{room}:viewers"),
+        };
+        (cluster, events, likes)
+    }
+}
+
+/// The next message of an optional subscription; never resolves without one.
+async fn next_of(sub: Option<&mut Subscription>) -> Option<Result<Bytes, u64>> {
+    match sub {
+        Some(sub) => sub.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs until the room has been empty and not live for [`IDLE_UNLOAD`], or the hub drops it.
@@ -98,6 +147,15 @@ pub async fn run(
         deps.config.clone(),
         deps.words.clone(),
     );
+    // With several nodes, the cluster numbers the events and every node applies them.
+    let (cluster, mut events, mut likes) = if deps.bus.is_distributed() {
+        core = core.with_sequencing(Sequencing::External);
+        let (cluster, events, likes) = Cluster::join(deps.bus.as_ref(), record.id).await;
+        (Some(cluster), Some(events), Some(likes))
+    } else {
+        (None, None, None)
+    };
+    let mut ticks = 0u64;
     let mut slots: HashMap<ConnId, Slot> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -122,15 +180,52 @@ pub async fn run(
                     RoomCommand::Client { conn, id, msg } => core.handle(now, Input::Client { conn, id, msg }),
                     RoomCommand::SetWords(words) => core.set_words(words),
                 }
-                flush(&mut core, &mut slots, &record, &deps, now).await;
+                flush(&mut core, &mut slots, &record, &deps, cluster.as_ref(), now).await;
+            }
+            message = next_of(events.as_mut()) => {
+                let now = deps.clock.now_millis();
+                match message {
+                    Some(Ok(bytes)) => {
+                        let Some((seq, payload)) = split_numbered(&bytes) else { continue };
+                        let Ok(wire) = serde_json::from_slice::<WireProposal>(&payload) else { continue };
+                        let Proposal { at, event, author } = wire.proposal;
+                        core.apply_sequenced(seq, at, event, author, wire.origin == deps.node);
+                    }
+                    Some(Err(missed)) => tracing::warn!(room = record.id, missed, "room fell behind the cluster's events"),
+                    None => break,
+                }
+                flush(&mut core, &mut slots, &record, &deps, cluster.as_ref(), now).await;
+            }
+            message = next_of(likes.as_mut()) => {
+                if let Some(Ok(bytes)) = message
+                    && let Some(total) = std::str::from_utf8(&bytes).ok().and_then(|t| t.parse().ok())
+                {
+                    core.cluster_likes_total(total);
+                }
             }
             _ = tick.tick() => {
                 let now = deps.clock.now_millis();
+                ticks += 1;
+                if let Some(cluster) = &cluster {
+                    sync_counters(&mut core, cluster, &record, &deps, ticks).await;
+                }
                 core.handle(now, Input::Tick);
-                flush(&mut core, &mut slots, &record, &deps, now).await;
+                flush(&mut core, &mut slots, &record, &deps, cluster.as_ref(), now).await;
                 if slots.is_empty() && !core.is_live() {
                     let since = *empty_since.get_or_insert(now);
                     if now - since >= IDLE_UNLOAD.as_millis() as i64 {
+                        // Nothing new gets in; anyone who raced in is told to join again (the
+                        // hub then starts a fresh task).
+                        commands.close();
+                        while let Ok(command) = commands.try_recv() {
+                            if let RoomCommand::Join { queue, id, .. } = command {
+                                queue.push_system(encode(&ServerMsg::Error {
+                                    id,
+                                    code: "unavailable".into(),
+                                    message: "直播间正在重新加载，请重新进入".into(),
+                                }));
+                            }
+                        }
                         break;
                     }
                 } else {
@@ -153,13 +248,46 @@ fn encode(msg: &ServerMsg) -> axum::extract::ws::Utf8Bytes {
     axum::extract::ws::Utf8Bytes::from(serde_json::to_string(msg).unwrap_or_default())
 }
 
+/// (Distributed) adds this node's likes to the cluster counter every 200 ms (one Redis call
+/// however many taps) and sums the viewers of every node every second. A failed call keeps the
+/// likes for the next try, so none is lost.
+async fn sync_counters(
+    core: &mut RoomCore,
+    cluster: &Cluster,
+    record: &RoomRecord,
+    deps: &RoomDeps,
+    ticks: u64,
+) {
+    let delta = core.unflushed_likes();
+    if ticks.is_multiple_of(2) && delta > 0 {
+        let floor = u64::try_from(record.likes).unwrap_or_default();
+        if let Ok(total) = deps
+            .bus
+            .add_and_announce(&cluster.likes_topic, &cluster.likes_counter, floor, delta)
+            .await
+        {
+            core.likes_flushed(delta, total);
+        }
+    }
+    if ticks.is_multiple_of(10)
+        && let Ok(viewers) = deps
+            .bus
+            .gauge_sum(&cluster.viewers_key, u64::from(core.local_viewers()))
+            .await
+    {
+        core.set_cluster_viewers(u32::try_from(viewers).unwrap_or(u32::MAX));
+    }
+}
+
 /// Carries out the core's outputs. Live status changes are stored in order, inline: they are
-/// rare, and a start must never be overtaken by its end.
+/// rare, and a start must never be overtaken by its end. Proposals go to the cluster's
+/// sequencer one at a time, so this node's events keep their order.
 async fn flush(
     core: &mut RoomCore,
     slots: &mut HashMap<ConnId, Slot>,
     record: &RoomRecord,
     deps: &RoomDeps,
+    cluster: Option<&Cluster>,
     now: i64,
 ) {
     while let Some(output) = core.poll_output() {
@@ -197,7 +325,7 @@ async fn flush(
             }
             Output::Stats(frame) => {
                 for slot in slots.values() {
-                    slot.queue.push_stats(frame.clone());
+                    slot.queue.push_stats(record.id, frame.clone());
                 }
             }
             Output::StoreChat(message) => {
@@ -205,6 +333,30 @@ async fn flush(
             }
             Output::StoreRemoval { message } => {
                 let _ = deps.chat.send(ChatWrite::Removed(record.id, message));
+            }
+            Output::Propose(proposal) => {
+                let Some(cluster) = cluster else { continue };
+                let wire = WireProposal {
+                    origin: deps.node,
+                    proposal,
+                };
+                // Serialising our own types into a Vec cannot fail.
+                let payload = serde_json::to_vec(&wire).unwrap_or_default();
+                // The floor keeps the cluster's numbers above any this room used on its own.
+                let sent = deps
+                    .bus
+                    .publish_numbered(
+                        &cluster.events_topic,
+                        &cluster.seq_counter,
+                        core.seq(),
+                        &payload,
+                    )
+                    .await;
+                if sent.is_err() {
+                    // Redis is away: number it here so this node's people still see it.
+                    let Proposal { at, event, author } = wire.proposal;
+                    core.apply_sequenced(core.seq() + 1, at, event, author, true);
+                }
             }
             Output::LiveChanged { live, peak, likes } => {
                 if let Err(e) = deps.store.set_live(record.id, live, peak, likes, now).await {
