@@ -98,8 +98,9 @@ pub async fn serve(
     .with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
-        // WebSockets would hold the shutdown open: tell their clients to reconnect elsewhere.
-        hub.shutdown();
+        // WebSockets would hold the shutdown open: tell their clients to reconnect elsewhere,
+        // and let the rooms save their counters.
+        hub.shutdown(Duration::from_secs(2)).await;
         let _ = stopped_tx.send(());
     });
     let server = tokio::spawn(async move { server.await });

@@ -439,7 +439,59 @@ async fn sensitive_words_apply_to_live_rooms(backend: Backend) {
     );
 }
 
+async fn counters_survive_a_graceful_restart(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let host_token = app.token("trainee01").await;
+    let (_, room) = create_room(&app, &host_token, "live_commerce").await;
+    let room_id = room["id"].as_i64().unwrap();
+    let mut host = Client::connect(&app, &host_token).await;
+    host.send(json!({"v": 1, "type": "join", "room": room_id}))
+        .await;
+    host.until(|f| f["type"] == "joined").await;
+    let mut viewer = Client::connect(&app, &app.token("trainee02").await).await;
+    viewer
+        .send(json!({"v": 1, "type": "join", "room": room_id}))
+        .await;
+    viewer.until(|f| f["type"] == "joined").await;
+    host.send(json!({"v": 1, "type": "start_live", "room": room_id}))
+        .await;
+    for _ in 0..7 {
+        viewer
+            .send(json!({"v": 1, "type": "like", "room": room_id, "count": 1}))
+            .await;
+    }
+    host.until(|f| f["type"] == "stats" && f["likes"] == 7)
+        .await;
+    app.stop().await;
+    assert_eq!(host.closed().await, signaling::protocol::close::GOING_AWAY);
+    // The server closed its pool on the way down; read with a fresh one.
+    let db = foundation::db::Db::connect(&app.state.config.database_url(), 2)
+        .await
+        .unwrap();
+    let record = signaling::store::RoomStore::new(db)
+        .get(room_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.likes, 7, "likes saved on shutdown");
+    assert_eq!(record.peak_viewers, 1);
+    assert_eq!(record.status, "live");
+}
+
+async fn clean_close_is_answered(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = Client::connect(&app, &app.token("trainee08").await).await;
+    client.socket.close(None).await.unwrap();
+    // The server answers the close frame: the stream ends cleanly, not with an error.
+    let end = tokio::time::timeout(Duration::from_secs(5), client.socket.next())
+        .await
+        .unwrap();
+    assert!(matches!(end, None | Some(Ok(Message::Close(_)))), "{end:?}");
+}
+
 backend_tests!(
+    counters_survive_a_graceful_restart,
+    clean_close_is_answered,
     rooms_api_rules,
     live_chat_likes_and_moderation,
     reconnect_resumes_from_last_seq,

@@ -1,8 +1,45 @@
-//! Load generators for livecamp's benchmarks (docs/benchmarks.md).
+//! Load generators for livecamp's benchmarks (docs/benchmarks.md). One binary, one subcommand
+//! per benchmark; each prints a JSON line of results.
 //!
-//! Not built yet: the hub, SFU and commerce issues add their generators and peer servers here.
+//! The hub benchmarks drive livecamp's `/ws` or a comparison peer (loadtest/peers: Node `ws`,
+//! socket.io) with the same protocol, and read the server's CPU time and RSS from /proc, so a
+//! figure is deliveries per server CPU-second, not per wall second.
 
-fn main() {
-    eprintln!("livecamp loadtest: no benchmark is implemented yet (see docs/benchmarks.md)");
-    std::process::exit(2);
+mod hub;
+mod proc_stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "loadtest", about = "livecamp load generators")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One room, many viewers, one host broadcasting fixed-size chat at a fixed rate.
+    #[command(name = "hub-fanout")]
+    Fanout(hub::FanoutArgs),
+    /// Many idle connections in one room: RSS growth per connection.
+    #[command(name = "hub-idle")]
+    Idle(hub::IdleArgs),
+    /// A like storm into one room: is the total exact?
+    #[command(name = "hub-likes")]
+    Likes(hub::LikesArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Fanout(args) => hub::fanout(args).await,
+            Command::Idle(args) => hub::idle(args).await,
+            Command::Likes(args) => hub::likes(args).await,
+        }
+    })
 }

@@ -266,10 +266,17 @@ async fn put_words(
         return Err(ApiError::validation("词表最多 10000 个词"));
     }
     let mut parsed = Vec::with_capacity(words.len());
+    let mut seen = std::collections::HashSet::new();
     for w in &words {
         let word = w.word.trim();
+        if !seen.insert(word.to_lowercase()) {
+            return Err(ApiError::validation(format!("敏感词重复：{word}")));
+        }
         if word.is_empty() || word.chars().count() > 32 {
-            return Err(ApiError::validation("每个敏感词须为 1–32 个字符"));
+            let shown: String = word.chars().take(32).collect();
+            return Err(ApiError::validation(format!(
+                "敏感词须为 1–32 个字符：「{shown}」"
+            )));
         }
         let action = match w.action.as_str() {
             "mask" => WordAction::Mask,

@@ -101,11 +101,23 @@ impl Hub {
         }
     }
 
-    /// Closes every connection (graceful shutdown): clients reconnect elsewhere and resume.
-    pub fn shutdown(&self) {
+    /// Graceful shutdown: closes every connection (clients reconnect elsewhere and resume) and
+    /// lets every room task save its totals, waiting up to `grace` for them.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
         for queue in lock(&self.connections).values().filter_map(Weak::upgrade) {
             queue.close(close::GOING_AWAY, "server shutting down");
         }
+        let handles: Vec<RoomHandle> = lock(&self.rooms).drain().map(|(_, h)| h).collect();
+        let saving = handles
+            .iter()
+            .map(|h| h.commands.send(RoomCommand::Shutdown));
+        let _ = tokio::time::timeout(grace, futures::future::join_all(saving)).await;
+        let _ = tokio::time::timeout(grace, async {
+            for handle in &handles {
+                handle.commands.closed().await;
+            }
+        })
+        .await;
     }
 
     /// Replaces the word list everywhere.
@@ -162,6 +174,18 @@ impl Hub {
             return Ok(MemberRole::Supervisor);
         }
         Ok(MemberRole::Viewer)
+    }
+
+    /// A room's record: from its running task, else from storage.
+    async fn record(&self, id: RoomId) -> Result<Arc<RoomRecord>, ApiError> {
+        if let Some(handle) = lock(&self.rooms).get(&id) {
+            return Ok(handle.record.clone());
+        }
+        self.store
+            .get(id)
+            .await?
+            .map(Arc::new)
+            .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "直播间不存在或无权进入"))
     }
 
     async fn room(&self, id: RoomId) -> Result<RoomHandle, ApiError> {
@@ -252,7 +276,13 @@ impl Hub {
                         queue.push_system(error_frame(None, "invalid_message", "只支持 JSON 文本消息"));
                         errors_in_row += 1;
                     }
-                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(Message::Close(_))) => {
+                        // The library queued the close reply; flush it so the client sees a clean
+                        // close rather than a reset.
+                        let _ = sink.close().await;
+                        break;
+                    }
+                    None => break,
                     Some(Ok(_)) => {} // ping/pong: answered by the library
                     Some(Err(e)) => {
                         // Oversize frames and broken framing end here; say why when we can.
@@ -316,15 +346,20 @@ impl Hub {
                 server_time: self.app.clock.now_millis(),
             })),
             ClientMsg::Join { room, last_seq } => {
-                let handle = match self.room(room).await {
-                    Ok(h) => h,
+                // Check access before loading anything for the room.
+                let role = match self.record(room).await {
+                    Ok(record) => self.role_in(principal, &record).await,
+                    Err(e) => Err(e),
+                };
+                let role = match role {
+                    Ok(r) => r,
                     Err(e) => {
                         queue.push_system(error_frame(id, e.code.as_str(), e.message()));
                         return true;
                     }
                 };
-                let role = match self.role_in(principal, &handle.record).await {
-                    Ok(r) => r,
+                let handle = match self.room(room).await {
+                    Ok(h) => h,
                     Err(e) => {
                         queue.push_system(error_frame(id, e.code.as_str(), e.message()));
                         return true;
@@ -357,7 +392,15 @@ impl Hub {
             }
             ClientMsg::Leave { room } => match joined.remove(&room) {
                 Some(handle) => {
-                    let _ = handle.commands.send(RoomCommand::Leave { conn }).await;
+                    // A room task that has gone cannot answer; say it here.
+                    if handle
+                        .commands
+                        .send(RoomCommand::Leave { conn })
+                        .await
+                        .is_err()
+                    {
+                        queue.push_system(encode(&ServerMsg::Left { room }));
+                    }
                 }
                 None => queue.push_system(error_frame(id, "not_in_room", "你不在这个直播间")),
             },

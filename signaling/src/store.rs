@@ -164,15 +164,15 @@ impl RoomStore {
             .map_err(ApiError::from)
     }
 
+    /// Marks the live started or ended and raises the stored peak. Likes are stored as
+    /// increments by [`RoomStore::add_totals`].
     pub async fn set_live(
         &self,
         id: RoomId,
         live: bool,
         peak: u32,
-        likes: u64,
         now: i64,
     ) -> Result<(), sqlx::Error> {
-        let likes = i64::try_from(likes).unwrap_or(i64::MAX);
         if live {
             sqlx::query(
                 "UPDATE rooms SET status = 'live', started_at = $1, ended_at = NULL WHERE id = $2",
@@ -182,26 +182,31 @@ impl RoomStore {
             .execute(self.db.pool())
             .await?;
         } else {
-            sqlx::query("UPDATE rooms SET status = 'ended', ended_at = $1, peak_viewers = $2, likes = $3 WHERE id = $4")
-                .bind(now)
-                .bind(i64::from(peak))
-                .bind(likes)
-                .bind(id)
-                .execute(self.db.pool())
-                .await?;
+            sqlx::query(
+                "UPDATE rooms SET status = 'ended', ended_at = $1, \
+                 peak_viewers = CASE WHEN peak_viewers > $2 THEN peak_viewers ELSE $2 END WHERE id = $3",
+            )
+            .bind(now)
+            .bind(i64::from(peak))
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
         }
         Ok(())
     }
 
-    /// Saves the counters of a room (when its task unloads).
-    pub async fn save_totals(&self, id: RoomId, peak: u32, likes: u64) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE rooms SET peak_viewers = $1, likes = $2 WHERE id = $3")
-            .bind(i64::from(peak))
-            .bind(i64::try_from(likes).unwrap_or(i64::MAX))
-            .bind(id)
-            .execute(self.db.pool())
-            .await
-            .map(|_| ())
+    /// Adds `likes` to the stored total and raises the stored peak to `peak`.
+    pub async fn add_totals(&self, id: RoomId, peak: u32, likes: u64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE rooms SET likes = likes + $1, \
+             peak_viewers = CASE WHEN peak_viewers > $2 THEN peak_viewers ELSE $2 END WHERE id = $3",
+        )
+        .bind(i64::try_from(likes).unwrap_or(i64::MAX))
+        .bind(i64::from(peak))
+        .bind(id)
+        .execute(self.db.pool())
+        .await
+        .map(|_| ())
     }
 
     pub async fn is_class_instructor(&self, class_id: i64, account_id: i64) -> ApiResult<bool> {

@@ -55,6 +55,7 @@ pub struct TestApp {
     pub backend: Backend,
     pg_database: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -127,7 +128,7 @@ pub async fn spawn_app_with(
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = oneshot::channel::<()>();
     let serve_state = state.clone();
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let _ = livecamp::serve(listener, serve_state, async {
             let _ = rx.await;
         })
@@ -139,6 +140,7 @@ pub async fn spawn_app_with(
         backend,
         pg_database,
         shutdown: Some(tx),
+        server: Some(server),
         _dir: dir,
     }
 }
@@ -170,7 +172,7 @@ pub async fn spawn_cluster(backend: Backend, nodes: usize, redis_url: &str) -> V
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let serve_state = state.clone();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let _ = livecamp::serve(listener, serve_state, async {
                 let _ = rx.await;
             })
@@ -182,6 +184,7 @@ pub async fn spawn_cluster(backend: Backend, nodes: usize, redis_url: &str) -> V
             backend,
             pg_database: None,
             shutdown: Some(tx),
+            server: Some(server),
             _dir: dir,
         });
     }
@@ -232,6 +235,16 @@ pub fn api() -> reqwest::Client {
 }
 
 impl TestApp {
+    /// Graceful shutdown, as on SIGTERM; returns when the server has finished.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

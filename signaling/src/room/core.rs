@@ -201,6 +201,10 @@ pub struct RoomCore {
     likes_flushed: u64,
     cluster_likes: u64,
     cluster_viewers: Option<u32>,
+    /// Numbered events on its own while the cluster was unreachable.
+    diverged: bool,
+    /// Resuming needs a `last_seq` at least this high (raised when the numbering was rebased).
+    resume_floor: Seq,
     outputs: VecDeque<Output>,
 }
 
@@ -246,6 +250,8 @@ impl RoomCore {
             likes_flushed: 0,
             cluster_likes: likes,
             cluster_viewers: None,
+            diverged: false,
+            resume_floor: 0,
             outputs: VecDeque::new(),
         }
     }
@@ -455,7 +461,7 @@ impl RoomCore {
             Some(oldest) => oldest.seq <= last + 1,
             None => last == self.seq,
         };
-        complete && missed <= self.config.max_replay
+        complete && missed <= self.config.max_replay && last >= self.resume_floor
     }
 
     fn leave(&mut self, now: i64, conn: ConnId) {
@@ -729,9 +735,33 @@ impl RoomCore {
         author: Option<UserId>,
         origin_here: bool,
     ) {
-        if seq > self.seq {
-            self.apply(seq, at, event, author, origin_here);
+        if seq <= self.seq {
+            if !self.diverged {
+                return;
+            }
+            // This replica numbered events on its own during a Redis outage and ran ahead of the
+            // cluster: follow the cluster again. Its history no longer matches the other
+            // nodes', so it is dropped; clients resuming with a higher seq get a resync.
+            self.history.clear();
+            // Numbers up to the old seq meant other events here: nobody resumes from them.
+            self.resume_floor = self.seq + 1;
+            self.seq = seq - 1;
         }
+        self.diverged = false;
+        self.apply(seq, at, event, author, origin_here);
+    }
+
+    /// (Distributed, Redis away) numbers a proposal here so this node's people still see it,
+    /// and remembers that this replica's numbers may now run ahead of the cluster's.
+    pub fn apply_locally_during_outage(&mut self, proposal: Proposal) {
+        let Proposal { at, event, author } = proposal;
+        self.apply(self.seq + 1, at, event, author, true);
+        self.diverged = true;
+    }
+
+    /// Likes taken by this replica's own connections since it was created.
+    pub fn likes_taken_here(&self) -> u64 {
+        self.likes_here
     }
 
     /// Every state change of the room happens here, from the event, so replicas on other nodes

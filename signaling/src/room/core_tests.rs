@@ -617,3 +617,61 @@ fn cluster_likes_add_up_without_double_counting() {
     send(&mut r, 0, 2, ClientMsg::Like { room: 7, count: 5 });
     assert_eq!(r.likes(), 85);
 }
+
+#[test]
+fn a_replica_that_numbered_alone_follows_the_cluster_again() {
+    let mut r = room().with_sequencing(Sequencing::External);
+    join(&mut r, 0, 1, HOST, MemberRole::Host);
+    r.apply_sequenced(100, 1, RoomEvent::MessageUnpinned, Some(HOST), false);
+    drain(&mut r);
+    // Redis is away: the host's chat is numbered here (101, 102).
+    for text in ["断网时一", "断网时二"] {
+        let out = send(&mut r, 10, 1, chat(text));
+        let Some(Output::Propose(p)) = out.into_iter().find(|o| matches!(o, Output::Propose(_)))
+        else {
+            panic!()
+        };
+        r.apply_locally_during_outage(p);
+    }
+    assert_eq!(r.seq(), 102);
+    drain(&mut r);
+    // Redis is back; the cluster had numbered 101 for another node's mute.
+    r.apply_sequenced(
+        101,
+        20,
+        RoomEvent::UserMuted {
+            user: 9,
+            until: 99_999,
+        },
+        Some(HOST),
+        false,
+    );
+    let out = drain(&mut r);
+    assert_eq!(
+        events(&out).iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [101]
+    );
+    assert_eq!(r.seq(), 101);
+    // Someone who saw this node's own 101/102 must resync, not resume.
+    r.handle(
+        30,
+        Input::Join {
+            conn: 5,
+            user: user(5),
+            role: MemberRole::Viewer,
+            last_seq: Some(101),
+            id: None,
+        },
+    );
+    assert!(matches!(
+        &drain(&mut r)[0],
+        Output::Send {
+            msg: ServerMsg::Resync { .. },
+            ..
+        }
+    ));
+    // Later cluster events apply normally; duplicates are ignored again.
+    r.apply_sequenced(102, 40, RoomEvent::MessageUnpinned, Some(HOST), false);
+    r.apply_sequenced(102, 40, RoomEvent::MessageUnpinned, Some(HOST), false);
+    assert_eq!(events(&drain(&mut r)).len(), 1);
+}

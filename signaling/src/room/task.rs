@@ -43,6 +43,8 @@ pub enum RoomCommand {
         msg: ClientMsg,
     },
     SetWords(Arc<WordFilter>),
+    /// Save the totals and stop (graceful shutdown).
+    Shutdown,
 }
 
 struct Slot {
@@ -156,6 +158,7 @@ pub async fn run(
         (None, None, None)
     };
     let mut ticks = 0u64;
+    let mut likes_saved = 0u64;
     let mut slots: HashMap<ConnId, Slot> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -179,6 +182,7 @@ pub async fn run(
                     }
                     RoomCommand::Client { conn, id, msg } => core.handle(now, Input::Client { conn, id, msg }),
                     RoomCommand::SetWords(words) => core.set_words(words),
+                    RoomCommand::Shutdown => break,
                 }
                 flush(&mut core, &mut slots, &record, &deps, cluster.as_ref(), now).await;
             }
@@ -209,6 +213,9 @@ pub async fn run(
                 if let Some(cluster) = &cluster {
                     sync_counters(&mut core, cluster, &record, &deps, ticks).await;
                 }
+                if ticks.is_multiple_of(100) {
+                    save_totals(&core, &record, &deps, &mut likes_saved).await;
+                }
                 core.handle(now, Input::Tick);
                 flush(&mut core, &mut slots, &record, &deps, cluster.as_ref(), now).await;
                 if slots.is_empty() && !core.is_live() {
@@ -234,18 +241,23 @@ pub async fn run(
             }
         }
     }
-    if let Err(e) = deps
-        .store
-        .save_totals(record.id, core.peak(), core.likes())
-        .await
-    {
-        tracing::warn!(room = record.id, error = %e, "could not save room totals");
-    }
+    save_totals(&core, &record, &deps, &mut likes_saved).await;
 }
 
 fn encode(msg: &ServerMsg) -> axum::extract::ws::Utf8Bytes {
     // Serialising our own protocol types into a String cannot fail.
     axum::extract::ws::Utf8Bytes::from(serde_json::to_string(msg).unwrap_or_default())
+}
+
+/// Adds the likes taken here since the last save to the stored total (an increment, so two
+/// incarnations of a room, or several nodes, never overwrite each other), and raises the stored
+/// peak. Every 10 s and when the room unloads.
+async fn save_totals(core: &RoomCore, record: &RoomRecord, deps: &RoomDeps, likes_saved: &mut u64) {
+    let delta = core.likes_taken_here() - *likes_saved;
+    match deps.store.add_totals(record.id, core.peak(), delta).await {
+        Ok(()) => *likes_saved += delta,
+        Err(e) => tracing::warn!(room = record.id, error = %e, "could not save room totals"),
+    }
 }
 
 /// (Distributed) adds this node's likes to the cluster counter every 200 ms (one Redis call
@@ -354,12 +366,11 @@ async fn flush(
                     .await;
                 if sent.is_err() {
                     // Redis is away: number it here so this node's people still see it.
-                    let Proposal { at, event, author } = wire.proposal;
-                    core.apply_sequenced(core.seq() + 1, at, event, author, true);
+                    core.apply_locally_during_outage(wire.proposal);
                 }
             }
-            Output::LiveChanged { live, peak, likes } => {
-                if let Err(e) = deps.store.set_live(record.id, live, peak, likes, now).await {
+            Output::LiveChanged { live, peak, .. } => {
+                if let Err(e) = deps.store.set_live(record.id, live, peak, now).await {
                     tracing::error!(room = record.id, error = %e, "could not store the live status");
                 }
             }

@@ -13,6 +13,8 @@ declare module 'vue-router' {
     role?: Role
     /** Rendered inside the app shell (top bar + navigation). */
     shell?: boolean
+    /** Phone: the page fills the screen under the top bar (no tab bar, no padding). */
+    immersive?: boolean
     title?: string
   }
 }
@@ -57,6 +59,19 @@ const routes: RouteRecordRaw[] = [
     component: () => import('./pages/ClassDetail.vue'),
     props: true,
     meta: { shell: true, title: t.classDetail.title },
+  },
+  {
+    path: '/rooms',
+    name: 'rooms',
+    component: () => import('./pages/RoomsPage.vue'),
+    meta: { shell: true, title: t.rooms.title },
+  },
+  {
+    path: '/rooms/:id(\\d+)',
+    name: 'live-room',
+    component: () => import('./pages/LiveRoom.vue'),
+    props: true,
+    meta: { shell: true, immersive: true, title: t.live.title },
   },
   {
     path: '/profile',

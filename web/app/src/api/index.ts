@@ -1,4 +1,4 @@
-// One function per endpoint of docs/api-identity.md.
+// One function per endpoint of docs/api-identity.md, plus the live rooms' REST side.
 import { request, setCsrfToken } from './client'
 import type {
   AccountQuery,
@@ -9,6 +9,7 @@ import type {
   ClassDetail,
   ClassSummary,
   CreateAccountRequest,
+  CreateRoomRequest,
   Id,
   InstitutionDetail,
   InstitutionSummary,
@@ -19,6 +20,8 @@ import type {
   Page,
   Region,
   Role,
+  RoomView,
+  SensitiveWord,
   Settings,
 } from './types'
 
@@ -55,6 +58,11 @@ export const api = {
   instructors: () => request<Instructor[]>('GET', `${V1}/instructors`),
   regions: () => request<Region[]>('GET', `${V1}/regions`),
 
+  // Live rooms (their real-time channel is the WebSocket in src/live/hub.ts)
+  rooms: (live?: boolean) => request<RoomView[]>('GET', `${V1}/rooms`, { query: { live: live === undefined ? undefined : String(live) } }),
+  room: (id: Id) => request<RoomView>('GET', `${V1}/rooms/${seg(id)}`),
+  createRoom: (body: CreateRoomRequest) => request<RoomView>('POST', `${V1}/rooms`, { body }),
+
   // Platform administration
   accounts: (q: AccountQuery = {}) =>
     request<Page<AccountRow>>('GET', `${V1}/admin/accounts`, {
@@ -67,4 +75,7 @@ export const api = {
   settings: () => request<Settings>('GET', `${V1}/admin/settings`),
   audit: (limit = 50) => request<AuditEntry[]>('GET', `${V1}/admin/audit`, { query: { limit } }),
   verifyAudit: () => request<AuditVerifyResult>('POST', `${V1}/admin/audit/verify`),
+  sensitiveWords: () => request<SensitiveWord[]>('GET', `${V1}/admin/sensitive-words`),
+  saveSensitiveWords: (words: SensitiveWord[]) =>
+    request<SensitiveWord[]>('PUT', `${V1}/admin/sensitive-words`, { body: words }),
 }

@@ -1,5 +1,6 @@
 // Payload types for the identity and organisation API (docs/api-identity.md).
 // Field names are exactly the JSON names the server sends.
+import type { MemberRole } from './protocol'
 
 export type Role = 'trainee' | 'instructor' | 'institution_admin' | 'supervisor' | 'platform_admin'
 
@@ -204,4 +205,47 @@ export interface AuditVerifyResult {
   checked: number
   first_broken_seq: number | null
   reason: string | null
+}
+
+// ---- Live rooms (REST; the real-time side is protocol.ts) ----
+
+export type { MemberRole }
+
+export type RoomKind = 'live_commerce' | 'live_class' | 'proctoring'
+export type RoomStatus = 'idle' | 'live' | 'ended'
+
+export const ROOM_KINDS: readonly RoomKind[] = ['live_commerce', 'live_class', 'proctoring'] as const
+
+export interface RoomView {
+  id: number
+  class: Ref
+  kind: RoomKind
+  title: string
+  host: Ref
+  status: RoomStatus
+  live: boolean
+  /** Stored totals: updated when a live ends (and when an idle room unloads), not while live. */
+  peak_viewers: number
+  likes: number
+  /** The caller's role in the room. */
+  my_role: MemberRole
+  /** RFC 3339 */
+  created_at: string
+  started_at: string | null
+  ended_at: string | null
+}
+
+export interface CreateRoomRequest {
+  class_id: Id
+  kind: RoomKind
+  /** 1–64 characters. */
+  title: string
+}
+
+/** mask: the word is replaced by ＊; block: the whole message is refused. */
+export type WordAction = 'mask' | 'block'
+
+export interface SensitiveWord {
+  word: string
+  action: WordAction
 }

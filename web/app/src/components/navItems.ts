@@ -14,8 +14,8 @@ export interface NavItem {
 export type IconName = 'home' | 'user' | 'live' | 'shop' | 'book' | 'exam' | 'task' | 'apply' | 'import' | 'eye' | 'chart' | 'admin'
 
 const soonIcons: Record<Role, IconName[]> = {
-  trainee: ['live', 'shop', 'book', 'exam'],
-  instructor: ['live', 'task', 'exam'],
+  trainee: ['shop', 'book', 'exam'],
+  instructor: ['task', 'exam'],
   institution_admin: ['apply', 'import'],
   supervisor: ['eye', 'chart'],
   platform_admin: [],
@@ -26,6 +26,7 @@ export function navFor(role: Role | null): NavItem[] {
   const n = t.nav[role]
   const items: NavItem[] = [
     { key: 'home', label: n.home, to: ROLE_HOME[role], icon: role === 'platform_admin' ? 'admin' : 'home' },
+    { key: 'rooms', label: n.rooms, to: '/rooms', icon: 'live' },
   ]
   n.soon.forEach((s, i) => {
     items.push({ key: `soon-${i}`, label: s.label, soon: s.hint, icon: soonIcons[role][i] ?? 'book' })

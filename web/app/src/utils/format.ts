@@ -38,3 +38,10 @@ export function isLocked(lockedUntil: string | null | undefined, now = Date.now(
 export function isRole(v: unknown): v is Role {
   return typeof v === 'string' && v in t.roles
 }
+
+/** Counters as shown in rooms: 9999, 1.2万, 350万. */
+export function formatCount(n: number): string {
+  if (!Number.isFinite(n) || n < 10_000) return String(Math.max(0, Math.floor(n || 0)))
+  const w = n / 10_000
+  return `${w >= 100 ? Math.floor(w) : Math.floor(w * 10) / 10}万`
+}
