@@ -22,7 +22,7 @@ require_tools
 ensure_cmd taskset util-linux
 say "building release binaries"
 scripts/build-web.sh >/dev/null
-cargo build --release --locked --bin livecamp -p loadtest 2>&1 | tail -1
+cargo build --release --locked -p livecamp -p loadtest 2>&1 | tail -1
 npm_ci loadtest/peers
 gen=target/release/loadtest
 

@@ -2,6 +2,12 @@
 //! `keys generate` and `keys reencrypt`.
 
 use std::path::PathBuf;
+
+/// jemalloc returns freed memory to the system and fragments less than glibc's per-thread
+/// arenas under tens of thousands of sockets (measured: docs/benchmarks.md).
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

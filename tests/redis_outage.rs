@@ -147,6 +147,9 @@ async fn nodes_keep_serving_through_a_redis_outage() {
     let mut redis = PrivateRedis::start(port);
     let nodes = spawn_cluster(Backend::Sqlite, 2, &redis.url()).await;
     let (a, b) = (&nodes[0], &nodes[1]);
+    // Both relays must be connected before the room spans the nodes.
+    wait_for_status(&a.base, "ok").await;
+    wait_for_status(&b.base, "ok").await;
     let host_token = a.token("trainee01").await;
     let class = a.get(&host_token, "/api/v1/classes").await.1[0]["id"]
         .as_i64()

@@ -73,7 +73,7 @@ async fn websocket(
     }
     upgrade
         // tungstenite preallocates 128 KiB per socket by default; chat frames are tiny.
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(MAX_FRAME)

@@ -269,7 +269,9 @@ impl Hub {
                 }
                 incoming = stream.next() => match incoming {
                     Some(Ok(Message::Text(text))) => {
-                        let ok = self.handle_text(&principal, &user, conn, &queue, &mut joined, text.as_str()).await;
+                        // Boxed: its database look-ups would otherwise make every idle connection's
+                        // future as large as the rarest join.
+                        let ok = Box::pin(self.handle_text(&principal, &user, conn, &queue, &mut joined, text.as_str())).await;
                         errors_in_row = if ok { 0 } else { errors_in_row + 1 };
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -428,6 +430,27 @@ impl Hub {
     }
 }
 
+/// Size of the future that serves one socket (for the idle-memory test).
+#[cfg(test)]
+fn serve_future_size() -> usize {
+    fn size<F: std::future::Future>(_: fn() -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    // Never called: only its future's type is measured.
+    async fn serve_shape(hub: Arc<Hub>, socket: WebSocket, principal: Principal) {
+        hub.serve(socket, principal).await;
+    }
+    fn make() -> impl std::future::Future<Output = ()> {
+        let never: Option<(Arc<Hub>, WebSocket, Principal)> = None;
+        async move {
+            if let Some((hub, socket, principal)) = never {
+                serve_shape(hub, socket, principal).await;
+            }
+        }
+    }
+    size(make)
+}
+
 fn encode(msg: &ServerMsg) -> Utf8Bytes {
     // Serialising our own protocol types into a String cannot fail.
     Utf8Bytes::from(serde_json::to_string(msg).unwrap_or_default())
@@ -439,4 +462,15 @@ fn error_frame(id: Option<u32>, code: &str, message: &str) -> Utf8Bytes {
         code: code.to_owned(),
         message: message.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The per-socket future lives as long as the connection: keep it small (idle memory).
+    #[test]
+    fn the_connection_future_stays_small() {
+        let size = super::serve_future_size();
+        println!("connection future: {size} bytes");
+        assert!(size < 4096, "{size} bytes");
+    }
 }
