@@ -122,6 +122,16 @@ pub async fn spawn_app_with(
     foundation::demo::ensure_demo_data(&state)
         .await
         .expect("demo data");
+    serve_node(state, backend, pg_database, dir).await
+}
+
+/// Serves `state` on 127.0.0.1:0 until the `TestApp` is stopped or dropped.
+async fn serve_node(
+    state: AppState,
+    backend: Backend,
+    pg_database: Option<String>,
+    dir: tempfile::TempDir,
+) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -166,27 +176,7 @@ pub async fn spawn_cluster(backend: Backend, nodes: usize, redis_url: &str) -> V
         let state = AppState::build_with_clock(config, Arc::new(SystemClock))
             .await
             .expect("node state builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = oneshot::channel::<()>();
-        let serve_state = state.clone();
-        let server = tokio::spawn(async move {
-            let _ = livecamp::serve(listener, serve_state, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
-        apps.push(TestApp {
-            base,
-            state,
-            backend,
-            pg_database: None,
-            shutdown: Some(tx),
-            server: Some(server),
-            _dir: dir,
-        });
+        apps.push(serve_node(state, backend, None, dir).await);
     }
     apps.insert(0, first);
     apps
