@@ -5,31 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, spawn_cluster};
-use futures::{SinkExt, StreamExt};
-use reqwest::Method;
+use common::{Backend, spawn_cluster, ws_send};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(base: &str, token: &str) -> Socket {
-    let url = format!("{}/ws?token={token}", base.replace("http://", "ws://"));
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket")
-        .0
-}
-
-async fn send(socket: &mut Socket, frame: Value) {
-    socket
-        .send(Message::Text(frame.to_string().into()))
-        .await
-        .expect("send");
-}
-
-async fn until(socket: &mut Socket, pred: impl Fn(&Value) -> bool) -> Value {
+async fn until(socket: &mut common::WsSocket, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let message = tokio::time::timeout_at(deadline, socket.next())
@@ -54,34 +35,23 @@ async fn a_room_spans_nodes(backend: Backend) {
     let nodes = spawn_cluster(backend, 2, &common::redis_url()).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let host_token = a.token("trainee01").await;
-    let class = a.get(&host_token, "/api/v1/classes").await.1[0]["id"]
-        .as_i64()
-        .unwrap();
-    let (_, room) = a
-        .send(
-            Method::POST,
-            &host_token,
-            "/api/v1/rooms",
-            json!({"class_id": class, "kind": "live_commerce", "title": "跨节点直播"}),
-        )
-        .await;
-    let room = room["id"].as_i64().unwrap();
+    let room = a.create_room(&host_token, "跨节点直播").await;
 
-    let mut host = connect(&a.base, &host_token).await;
-    send(&mut host, json!({"v": 1, "type": "join", "room": room})).await;
+    let mut host = a.ws(&host_token).await;
+    ws_send(&mut host, json!({"v": 1, "type": "join", "room": room})).await;
     until(&mut host, |f| f["type"] == "joined").await;
     let mut viewers = Vec::new();
     // trainee02 watches through node B, trainee03 through node A.
     for (user, node) in [("trainee02", b), ("trainee03", a)] {
         let token = node.token(user).await;
-        let mut socket = connect(&node.base, &token).await;
-        send(&mut socket, json!({"v": 1, "type": "join", "room": room})).await;
+        let mut socket = node.ws(&token).await;
+        ws_send(&mut socket, json!({"v": 1, "type": "join", "room": room})).await;
         until(&mut socket, |f| f["type"] == "joined").await;
         viewers.push(socket);
     }
 
     // The host on node A starts; the viewer on node B sees it, with the same seq as A's viewer.
-    send(
+    ws_send(
         &mut host,
         json!({"v": 1, "type": "start_live", "room": room}),
     )
@@ -91,7 +61,7 @@ async fn a_room_spans_nodes(backend: Backend) {
     assert_eq!(on_a["seq"], on_b["seq"]);
 
     // A chat from node B reaches the host on node A; numbering agrees everywhere.
-    send(
+    ws_send(
         &mut viewers[0],
         json!({"v": 1, "type": "chat", "room": room, "text": "B 节点的观众"}),
     )
@@ -104,12 +74,12 @@ async fn a_room_spans_nodes(backend: Backend) {
 
     // Likes on both nodes are summed exactly, and everyone sees the total.
     for _ in 0..20 {
-        send(
+        ws_send(
             &mut viewers[0],
             json!({"v": 1, "type": "like", "room": room, "count": 7}),
         )
         .await;
-        send(
+        ws_send(
             &mut viewers[1],
             json!({"v": 1, "type": "like", "room": room, "count": 3}),
         )
@@ -128,16 +98,16 @@ async fn a_room_spans_nodes(backend: Backend) {
     // (a new login ends trainee02's first session, so it reconnects on B)
     let token = b.token("trainee02").await;
     let muted_id = b.get(&token, "/api/v1/me").await.1["id"].as_i64().unwrap();
-    let mut again = connect(&b.base, &token).await;
-    send(&mut again, json!({"v": 1, "type": "join", "room": room})).await;
+    let mut again = b.ws(&token).await;
+    ws_send(&mut again, json!({"v": 1, "type": "join", "room": room})).await;
     until(&mut again, |f| f["type"] == "joined").await;
-    send(
+    ws_send(
         &mut host,
         json!({"v": 1, "type": "mute", "room": room, "user": muted_id, "minutes": 5}),
     )
     .await;
     until(&mut again, is_event("user_muted")).await;
-    send(
+    ws_send(
         &mut again,
         json!({"v": 1, "id": 5, "type": "chat", "room": room, "text": "还能说吗"}),
     )

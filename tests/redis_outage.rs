@@ -7,14 +7,10 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Backend, spawn_cluster};
-use futures::{SinkExt, StreamExt};
-use reqwest::Method;
+use common::{Backend, spawn_cluster, ws_send};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct PrivateRedis {
     port: u16,
@@ -68,22 +64,7 @@ impl Drop for PrivateRedis {
     }
 }
 
-async fn connect(base: &str, token: &str) -> Socket {
-    let url = format!("{}/ws?token={token}", base.replace("http://", "ws://"));
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket")
-        .0
-}
-
-async fn send(socket: &mut Socket, frame: Value) {
-    socket
-        .send(Message::Text(frame.to_string().into()))
-        .await
-        .expect("send");
-}
-
-async fn chat_text(socket: &mut Socket, within: Duration) -> Option<String> {
+async fn chat_text(socket: &mut common::WsSocket, within: Duration) -> Option<String> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let message = tokio::time::timeout_at(deadline, socket.next())
@@ -101,8 +82,8 @@ async fn chat_text(socket: &mut Socket, within: Duration) -> Option<String> {
     }
 }
 
-async fn joined(socket: &mut Socket, room: i64) {
-    send(socket, json!({"v": 1, "type": "join", "room": room})).await;
+async fn joined(socket: &mut common::WsSocket, room: i64) {
+    ws_send(socket, json!({"v": 1, "type": "join", "room": room})).await;
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await
@@ -151,26 +132,15 @@ async fn nodes_keep_serving_through_a_redis_outage() {
     wait_for_status(&a.base, "ok").await;
     wait_for_status(&b.base, "ok").await;
     let host_token = a.token("trainee01").await;
-    let class = a.get(&host_token, "/api/v1/classes").await.1[0]["id"]
-        .as_i64()
-        .unwrap();
-    let (_, room) = a
-        .send(
-            Method::POST,
-            &host_token,
-            "/api/v1/rooms",
-            json!({"class_id": class, "kind": "live_commerce", "title": "断网演练"}),
-        )
-        .await;
-    let room = room["id"].as_i64().unwrap();
-    let mut host = connect(&a.base, &host_token).await;
+    let room = a.create_room(&host_token, "断网演练").await;
+    let mut host = a.ws(&host_token).await;
     joined(&mut host, room).await;
-    let mut local_viewer = connect(&a.base, &a.token("trainee02").await).await;
+    let mut local_viewer = a.ws(&a.token("trainee02").await).await;
     joined(&mut local_viewer, room).await;
-    let mut remote_viewer = connect(&b.base, &b.token("trainee03").await).await;
+    let mut remote_viewer = b.ws(&b.token("trainee03").await).await;
     joined(&mut remote_viewer, room).await;
 
-    send(
+    ws_send(
         &mut host,
         json!({"v": 1, "type": "chat", "room": room, "text": "一切正常"}),
     )
@@ -199,7 +169,7 @@ async fn nodes_keep_serving_through_a_redis_outage() {
         .await
         .unwrap();
     assert!(metrics.contains("livecamp_bus_connected 0"), "{metrics}");
-    send(
+    ws_send(
         &mut host,
         json!({"v": 1, "type": "chat", "room": room, "text": "Redis 不在也能看到"}),
     )
@@ -215,7 +185,7 @@ async fn nodes_keep_serving_through_a_redis_outage() {
     let _redis = PrivateRedis::start(port);
     wait_for_status(&a.base, "ok").await;
     wait_for_status(&b.base, "ok").await;
-    send(
+    ws_send(
         &mut host,
         json!({"v": 1, "type": "chat", "room": room, "text": "恢复了"}),
     )

@@ -224,7 +224,48 @@ pub fn api() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A WebSocket client connection to a node's hub.
+pub type WsSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends one JSON frame on a hub WebSocket.
+pub async fn ws_send(socket: &mut WsSocket, frame: Value) {
+    use futures::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            frame.to_string().into(),
+        ))
+        .await
+        .expect("send");
+}
+
 impl TestApp {
+    /// Opens a WebSocket to this node's hub with a session token.
+    pub async fn ws(&self, token: &str) -> WsSocket {
+        let url = format!("{}/ws?token={token}", self.base.replace("http://", "ws://"));
+        tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects")
+            .0
+    }
+
+    /// Creates a live-commerce room in the first class `token` sees; returns its id.
+    pub async fn create_room(&self, token: &str, title: &str) -> i64 {
+        let class = self.get(token, "/api/v1/classes").await.1[0]["id"]
+            .as_i64()
+            .expect("a class");
+        let (status, room) = self
+            .send(
+                reqwest::Method::POST,
+                token,
+                "/api/v1/rooms",
+                json!({"class_id": class, "kind": "live_commerce", "title": title}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{room}");
+        room["id"].as_i64().expect("room id")
+    }
+
     /// Graceful shutdown, as on SIGTERM; returns when the server has finished.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
