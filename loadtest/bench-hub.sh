@@ -4,7 +4,12 @@
 # The server runs on CPU 0, the generator on CPU 1. Results: one JSON line per run in
 # target/bench/hub-*.jsonl, and a summary table on stdout.
 #
-#   loadtest/bench-hub.sh [connections] [rate] [seconds]      (defaults: 19000 10 20)
+#   loadtest/bench-hub.sh [connections] [rate] [seconds] [light-rate]   (defaults: 19000 10 20 2)
+#
+# Runs, per server: fan-out at `rate` (throughput per CPU-second; saturates one core), fan-out
+# at `light-rate` (latency below saturation), idle connections (RSS per connection). Then, for
+# livecamp only: a like storm and a reconnect storm. Every run is limited to RUN_LIMIT seconds
+# (default 900); a run that hits the limit is reported as missing, the others go on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -12,6 +17,8 @@ cd "$(dirname "$0")/.."
 connections=${1:-19000}
 rate=${2:-10}
 seconds=${3:-20}
+light_rate=${4:-2}
+run_limit=${RUN_LIMIT:-900}
 out=target/bench
 mkdir -p "$out"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -73,35 +80,46 @@ run() { # run FLAVOR SUBCOMMAND ARGS...
   local port; port=$(free_port)
   start_server "$flavor" "$port"
   say "$flavor: $*"
-  taskset -c 1 "$gen" "$@" --flavor "$flavor" --base "$base" --server-pid "$server_pid" --password bench12345 \
-    | tee -a "$results"
+  timeout "$run_limit" taskset -c 1 "$gen" "$@" --flavor "$flavor" --base "$base" --server-pid "$server_pid" \
+    --password bench12345 | tee -a "$results" || say "$flavor $1: failed or over ${run_limit}s, not reported"
   stop_server
 }
 
 for flavor in livecamp ws socketio; do
   run "$flavor" hub-fanout --connections "$connections" --rate "$rate" --duration "$seconds"
-  run "$flavor" hub-idle --connections "$connections"
+  run "$flavor" hub-fanout --connections "$connections" --rate "$light_rate" --duration "$seconds"
+  run "$flavor" hub-idle --connections "$connections" --settle 15
 done
 run livecamp hub-likes --connections 100 --rate 50000 --duration 10
+run livecamp hub-reconnect --connections "$connections" --rate 5 --connect-concurrency 1024
 
 python3 - "$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
-fan = {r['flavor']: r for r in rows if r['benchmark'] == 'hub-fanout'}
+rates = sorted({r['rate_per_second'] for r in rows if r['benchmark'] == 'hub-fanout'}, reverse=True)
+heavy = rates[0] if rates else None
+fan = {r['flavor']: r for r in rows if r['benchmark'] == 'hub-fanout' and r['rate_per_second'] == heavy}
+light = {r['flavor']: r for r in rows if r['benchmark'] == 'hub-fanout' and r['rate_per_second'] != heavy}
 idle = {r['flavor']: r for r in rows if r['benchmark'] == 'hub-idle'}
 print()
-print("| server | deliveries/CPU-s | deliveries/s | delivered | p50 ms | p99 ms | bytes/idle conn |")
-print("|---|---|---|---|---|---|---|")
+print("| server | deliveries/CPU-s | deliveries/s | delivered | p50 ms | p99 ms | light: CPU-s | light: p50 ms | light: p99 ms | connect s | bytes/idle conn |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for f in ['livecamp', 'ws', 'socketio']:
-    r, i = fan.get(f, {}), idle.get(f, {})
+    r, l, i = fan.get(f, {}), light.get(f, {}), idle.get(f, {})
     print(f"| {f} | {r.get('deliveries_per_cpu_second', 0):,.0f} | {r.get('deliveries_per_second', 0):,.0f} | "
-          f"{r.get('delivered_ratio', 0):.4f} | {r.get('p50_ms', 0):.2f} | {r.get('p99_ms', 0):.2f} | {i.get('bytes_per_connection', 0):,.0f} |")
+          f"{r.get('delivered_ratio', 0):.4f} | {r.get('p50_ms', 0):.2f} | {r.get('p99_ms', 0):.2f} | "
+          f"{l.get('server_cpu_seconds', 0):.1f} | {l.get('p50_ms', 0):.2f} | {l.get('p99_ms', 0):.2f} | "
+          f"{r.get('connect_seconds', 0):.0f} | {i.get('bytes_per_connection', 0):,.0f} |")
 lc = fan.get('livecamp', {}).get('deliveries_per_cpu_second', 0)
 for f in ['ws', 'socketio']:
     other = fan.get(f, {}).get('deliveries_per_cpu_second', 0)
     if other:
         print(f"livecamp / {f}: {lc / other:.2f}x deliveries per CPU-second")
 for r in rows:
+    if r['benchmark'] == 'hub-reconnect':
+        print(f"reconnect storm: {r['connections']:,} dropped at once, all resumed after {r['all_resumed_seconds']:.1f} s "
+              f"(p50 {r['resume_p50_ms']:.0f} ms, p99 {r['resume_p99_ms']:.0f} ms), resumed {r['resumed']:,}, resynced {r['resynced']}, "
+              f"missed host events {r['missed_host_events']}, caught up with the host {r['caught_up_to_host']:,}")
     if r['benchmark'] == 'hub-likes':
         print(f"like storm: {r['likes_sent']:,} sent at {r['likes_per_second']:,.0f}/s, total reported {r['likes_total_reported']:,}, exact={r['exact']}")
 PY

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Browser test: starts livecamp (the given binary, default target/debug/livecamp) on a free port
+# Browser tests: starts livecamp (the given binary, default target/debug/livecamp) on a free port
 # with a fresh data directory, runs web/e2e in headless Debian Chromium, stops the server.
 # Screenshots land in target/screenshots.
 set -euo pipefail
@@ -16,7 +16,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 password="e2e$(date +%s)x"
 log="$data/server.log"
 LIVECAMP_LISTEN="127.0.0.1:$port" LIVECAMP_DATA_DIR="$data" LIVECAMP_DEMO_PASSWORD="$password" \
-  LIVECAMP_LOGIN_RATE_PER_MINUTE=1000 "$bin" serve >"$log" 2>&1 &
+  LIVECAMP_LOGIN_RATE_PER_MINUTE=1000 LIVECAMP_MEDIA_LISTEN=127.0.0.1:0 "$bin" serve >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 1 60); do
@@ -29,3 +29,6 @@ say "browser test against http://127.0.0.1:$port"
 mkdir -p target/screenshots
 (cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" \
   SCREENSHOT_DIR="$PWD/../../target/screenshots" node login-roles.mjs) || { tail -50 "$log"; die "browser test failed"; }
+say "media: WHIP publish and WHEP play with a fake camera"
+(cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" node media.mjs) \
+  || { tail -50 "$log"; die "media browser test failed"; }

@@ -14,17 +14,26 @@ use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+mod media_access;
+
 /// The long-running parts of a node that routers share.
 #[derive(Debug, Clone)]
 pub struct Services {
     pub hub: Arc<signaling::Hub>,
+    pub media: media::Media,
 }
 
 impl Services {
     pub async fn start(state: &AppState) -> anyhow::Result<Self> {
-        Ok(Self {
-            hub: signaling::Hub::start(state.clone()).await?,
+        let hub = signaling::Hub::start(state.clone()).await?;
+        let (bind, public_ip) = state.config.media_address()?;
+        let media = media::Media::start(media::MediaConfig {
+            bind,
+            public_ip,
+            connect_timeout: Duration::from_secs(30),
         })
+        .await?;
+        Ok(Self { hub, media })
     }
 }
 
@@ -35,6 +44,15 @@ pub fn app(state: AppState, services: &Services) -> Router {
         .merge(foundation::http::ops_router())
         .merge(admin_api::router())
         .merge(signaling::router(services.hub.clone()))
+        .merge(media::router(
+            services.media.clone(),
+            Arc::new(media_access::HubAccess(services.hub.clone())),
+            media::http::IceServers {
+                urls: state.config.turn_urls.clone(),
+                username: state.config.turn_username.clone(),
+                credential: state.config.turn_password.clone(),
+            },
+        ))
         .route("/api/openapi.json", get(|| async { Json(openapi()) }))
         .fallback(web::serve);
     foundation::http::with_common_layers(routes, state)
@@ -70,7 +88,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Installs the global tracing subscriber (text or JSON lines).
 pub fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The DTLS library warns about every TLS extension a browser offers that it does not know
+    // (one line per handshake); a directive for it in `log_level` still wins.
+    let directives = format!("rtc_dtls=error,{}", config.log_level);
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // A second initialisation (tests) is harmless; ignore it.
     let _ = match config.log_format {
@@ -136,4 +157,33 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
+}
+
+/// Pending connections the kernel may queue before `accept` (capped by `net.core.somaxconn`).
+/// Tokio's default is 1,024: when every viewer of a big room reconnects at once, a short queue
+/// overflows and the dropped SYNs are retried only after a second.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// A listening socket on `listen` (`host:port`), with a backlog sized for reconnect storms.
+pub async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // A restarted server must not wait for the old connections' TIME_WAIT to end.
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
 }

@@ -163,7 +163,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let listener = livecamp::bind(&listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let url = state.config.public_url();

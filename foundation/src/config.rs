@@ -72,6 +72,16 @@ pub struct Config {
     pub secure_cookies: Option<bool>,
     /// Seconds to let requests finish after SIGTERM / Ctrl-C.
     pub shutdown_grace_seconds: u64,
+    /// The one UDP address and port of every WebRTC peer (ICE multiplexing). Port 0 picks one.
+    pub media_listen: String,
+    /// The address browsers and OBS reach `media_listen` at (behind NAT: the public address);
+    /// defaults to `media_listen`'s address, and is required when that is 0.0.0.0 or ::.
+    pub media_public_ip: Option<std::net::IpAddr>,
+    /// TURN servers handed to clients behind strict NAT, e.g. `turn:turn.example.cn:3478`.
+    pub turn_urls: Vec<String>,
+    pub turn_username: Option<String>,
+    /// Secret.
+    pub turn_password: Option<String>,
 }
 
 impl Default for Config {
@@ -101,14 +111,43 @@ impl Default for Config {
             behind_proxy: false,
             secure_cookies: None,
             shutdown_grace_seconds: 10,
+            media_listen: "127.0.0.1:7882".into(),
+            media_public_ip: None,
+            turn_urls: Vec::new(),
+            turn_username: None,
+            turn_password: None,
         }
     }
 }
 
 /// Names of the options whose values are secrets.
-const SECRET_KEYS: &[&str] = &["demo_password", "field_keys", "lookup_key"];
+const SECRET_KEYS: &[&str] = &["demo_password", "field_keys", "lookup_key", "turn_password"];
 
 impl Config {
+    /// Where the media socket binds, and the address it is advertised at in ICE candidates.
+    pub fn media_address(&self) -> anyhow::Result<(std::net::SocketAddr, std::net::IpAddr)> {
+        let bind: std::net::SocketAddr = self.media_listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "media_listen must be an address and port such as 0.0.0.0:7882, got {:?}",
+                self.media_listen
+            )
+        })?;
+        let public = match self.media_public_ip {
+            Some(ip) => ip,
+            None if !bind.ip().is_unspecified() => bind.ip(),
+            None => anyhow::bail!(
+                "media_public_ip is required when media_listen ({}) binds every interface: \
+                 browsers need the address they can reach",
+                self.media_listen
+            ),
+        };
+        anyhow::ensure!(
+            !public.is_unspecified(),
+            "media_public_ip cannot be {public}"
+        );
+        Ok((bind, public))
+    }
+
     /// Loads defaults < `file` (when given, or `livecamp.toml` when present) < `LIVECAMP_*`.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -137,6 +176,7 @@ impl Config {
             "listen must be an address and port such as 127.0.0.1:8080, got {:?}",
             self.listen
         );
+        self.media_address()?;
         anyhow::ensure!(self.max_failed_logins > 0, "max_failed_logins must be > 0");
         anyhow::ensure!(
             self.argon2_memory_kib >= 8 && self.argon2_iterations >= 1,

@@ -47,6 +47,7 @@ error_codes! {
     InvalidIdNumber => (BAD_REQUEST, "invalid_id_number", "身份证号码无效"),
     InvalidPhone => (BAD_REQUEST, "invalid_phone", "手机号码无效"),
     WeakPassword => (BAD_REQUEST, "weak_password", "密码至少 8 位，且须同时包含字母和数字"),
+    InvalidSdp => (BAD_REQUEST, "invalid_sdp", "SDP 无效，或不含音视频"),
     // 401
     Unauthenticated => (UNAUTHORIZED, "unauthenticated", "请先登录"),
     InvalidCredentials => (UNAUTHORIZED, "invalid_credentials", "用户名或密码错误"),
@@ -62,6 +63,8 @@ error_codes! {
     Conflict => (CONFLICT, "conflict", "操作与当前状态冲突"),
     UsernameTaken => (CONFLICT, "username_taken", "用户名已被使用"),
     IdNumberTaken => (CONFLICT, "id_number_taken", "该身份证号码已登记"),
+    NotPublishing => (CONFLICT, "not_publishing", "主播还没有开始推流"),
+    AlreadyPublishing => (CONFLICT, "already_publishing", "这个直播间已经有人在推流"),
     // 413, 415
     PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload_too_large", "请求内容过大"),
     UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "请求内容类型不受支持"),

@@ -5,12 +5,15 @@
 // Kept on purpose: the message shapes, per-room `seq` starting at load time in ms × 1000, the
 // first joiner (or a token starting with "host") as host, `viewers` not counting hosts, chat text
 // cleaning and the 1–200 character limit, `like` counts of 1–500, `ack`/`error` with the frame's
-// `id`, `stats` at most every 250 ms per room while the counters change.
+// `id`, `stats` at most every 250 ms per room while the counters change, less often in big rooms
+// (at most 10,000 stats deliveries per second, every 2 s at the least).
 // Left out: authentication, chat sampling and per-connection queue bounds, rate limits, mutes,
 // moderation, live start/end, presence events, resume (a `join` with `last_seq` gets `resync`).
 
 export const PROTOCOL_VERSION = 1;
 const STATS_INTERVAL_MS = 250;
+const STATS_DELIVERIES_PER_SECOND = 10_000;
+const MAX_STATS_INTERVAL_MS = 2_000;
 const MAX_CHAT_CHARS = 200;
 const MAX_U32 = 0xffffffff;
 
@@ -34,6 +37,12 @@ class Room {
     this.peak = 0;
     this.likes = 0;
     this.dirty = false;
+    this.lastStatsAt = 0;
+  }
+
+  statsIntervalMs() {
+    const byBudget = Math.floor((this.members.size * 1000) / STATS_DELIVERIES_PER_SECOND);
+    return Math.min(MAX_STATS_INTERVAL_MS, Math.max(STATS_INTERVAL_MS, byBudget));
   }
 }
 
@@ -243,14 +252,17 @@ export class Hub {
 
   flushStats() {
     if (this.dirtyRooms.size === 0) return;
+    const now = Date.now();
     for (const room of this.dirtyRooms) {
+      if (now - room.lastStatsAt < room.statsIntervalMs()) continue;
       room.dirty = false;
+      room.lastStatsAt = now;
+      this.dirtyRooms.delete(room);
       this.broadcast(
         room,
         JSON.stringify({ type: 'stats', room: room.id, viewers: room.viewers, peak: room.peak, likes: room.likes }),
       );
     }
-    this.dirtyRooms.clear();
   }
 }
 

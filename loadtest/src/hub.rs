@@ -28,18 +28,18 @@ pub enum Flavor {
 pub struct Target {
     /// Server base URL, e.g. http://127.0.0.1:18080.
     #[arg(long)]
-    base: String,
+    pub base: String,
     #[arg(long, value_enum, default_value = "livecamp")]
-    flavor: Flavor,
+    pub flavor: Flavor,
     /// Server process id, for its CPU time and RSS.
     #[arg(long)]
-    server_pid: u32,
+    pub server_pid: u32,
     /// livecamp: the demo password (accounts trainee01 … trainee30 are used).
     #[arg(long, default_value = "")]
-    password: String,
+    pub password: String,
     /// Connections being opened at the same time.
     #[arg(long, default_value_t = 256)]
-    connect_concurrency: usize,
+    pub connect_concurrency: usize,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -86,34 +86,57 @@ pub struct LikesArgs {
     duration: u64,
 }
 
-fn now_micros() -> u64 {
+pub(crate) fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or_default()
 }
 
-/// Latency histogram: 10 µs buckets up to 1 s, shared by all connections without locks.
-struct Latencies {
+/// Latency histogram: fixed-width buckets (10 µs by default) up to 100,000 buckets, shared by
+/// all connections without locks.
+pub(crate) struct Latencies {
+    bucket_us: u64,
     buckets: Vec<AtomicU64>,
 }
 
-const BUCKET_US: u64 = 10;
 const BUCKETS: usize = 100_000;
 
 impl Latencies {
-    fn new() -> Self {
+    /// 10 µs buckets, up to 1 s.
+    pub(crate) fn new() -> Self {
+        Self::with_bucket_us(10)
+    }
+
+    pub(crate) fn with_bucket_us(bucket_us: u64) -> Self {
         Self {
+            bucket_us,
             buckets: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    fn record(&self, micros: u64) {
-        let index = ((micros / BUCKET_US) as usize).min(BUCKETS);
+    pub(crate) fn record(&self, micros: u64) {
+        let index = ((micros / self.bucket_us) as usize).min(BUCKETS);
         self.buckets[index].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn quantile_ms(&self, q: f64) -> f64 {
+    /// The non-empty buckets, as (index, count) pairs (to merge histograms across processes).
+    pub(crate) fn sparse(&self) -> Vec<(usize, u64)> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i, b.load(Ordering::Relaxed)))
+            .filter(|(_, c)| *c > 0)
+            .collect()
+    }
+
+    pub(crate) fn add_sparse(&self, pairs: &[(usize, u64)]) {
+        for &(i, c) in pairs {
+            self.buckets[i.min(BUCKETS)].fetch_add(c, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
         let counts: Vec<u64> = self
             .buckets
             .iter()
@@ -128,21 +151,21 @@ impl Latencies {
         for (i, c) in counts.iter().enumerate() {
             seen += c;
             if seen >= target {
-                return ((i as u64 + 1) * BUCKET_US) as f64 / 1000.0;
+                return ((i as u64 + 1) * self.bucket_us) as f64 / 1000.0;
             }
         }
-        (BUCKETS as u64 * BUCKET_US) as f64 / 1000.0
+        (BUCKETS as u64 * self.bucket_us) as f64 / 1000.0
     }
 }
 
 /// One client connection in the chosen flavour.
-struct Conn {
-    ws: Socket,
+pub(crate) struct Conn {
+    pub(crate) ws: Socket,
     flavor: Flavor,
 }
 
 impl Conn {
-    async fn open(target: &Target, token: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn open(target: &Target, token: &str) -> anyhow::Result<Self> {
         let host = target.base.replace("http://", "ws://");
         let url = match target.flavor {
             Flavor::Socketio => format!("{host}/socket.io/?EIO=4&transport=websocket"),
@@ -182,7 +205,7 @@ impl Conn {
         }
     }
 
-    async fn send(&mut self, frame: &Value) -> anyhow::Result<()> {
+    pub(crate) async fn send(&mut self, frame: &Value) -> anyhow::Result<()> {
         let text = frame.to_string();
         let wire = match self.flavor {
             Flavor::Socketio => format!("42{}", json!(["m", text])),
@@ -193,7 +216,7 @@ impl Conn {
     }
 
     /// The next protocol frame as text (socket.io: unwrapped, pings answered).
-    async fn next_text(&mut self) -> anyhow::Result<String> {
+    pub(crate) async fn next_text(&mut self) -> anyhow::Result<String> {
         loop {
             let text = self.raw_next().await?;
             if self.flavor != Flavor::Socketio {
@@ -212,13 +235,29 @@ impl Conn {
         }
     }
 
-    async fn join(&mut self, room: i64) -> anyhow::Result<()> {
-        self.send(&json!({"v": 1, "type": "join", "room": room}))
-            .await?;
+    pub(crate) async fn join(&mut self, room: i64) -> anyhow::Result<()> {
+        self.join_from(room, None).await.map(drop)
+    }
+
+    /// Joins (resuming after `last_seq` when given); the answer frame: `joined`, `resumed` or
+    /// `resync`.
+    pub(crate) async fn join_from(
+        &mut self,
+        room: i64,
+        last_seq: Option<u64>,
+    ) -> anyhow::Result<String> {
+        let frame = match last_seq {
+            Some(seq) => json!({"v": 1, "type": "join", "room": room, "last_seq": seq}),
+            None => json!({"v": 1, "type": "join", "room": room}),
+        };
+        self.send(&frame).await?;
         loop {
             let text = self.next_text().await?;
-            if text.contains("\"type\":\"joined\"") {
-                return Ok(());
+            if ["joined", "resumed", "resync"]
+                .iter()
+                .any(|t| text.contains(&format!("\"type\":\"{t}\"")))
+            {
+                return Ok(text);
             }
             if text.contains("\"type\":\"error\"") {
                 anyhow::bail!("join refused: {text}");
@@ -229,7 +268,7 @@ impl Conn {
 
 /// Tokens and the room: livecamp logs in its demo trainees and creates a room; the peers
 /// accept any token and use room 1.
-async fn prepare(target: &Target) -> anyhow::Result<(String, Vec<String>, i64)> {
+pub(crate) async fn prepare(target: &Target) -> anyhow::Result<(String, Vec<String>, i64)> {
     if target.flavor != Flavor::Livecamp {
         return Ok((
             "host".into(),
@@ -278,7 +317,7 @@ async fn prepare(target: &Target) -> anyhow::Result<(String, Vec<String>, i64)> 
 }
 
 /// Opens `n` joined viewer connections, `concurrency` at a time.
-async fn open_viewers(
+pub(crate) async fn open_viewers(
     target: &Target,
     tokens: &[String],
     room: i64,
@@ -304,7 +343,7 @@ async fn open_viewers(
     Ok(conns)
 }
 
-fn text_timestamp(text: &str) -> Option<u64> {
+pub(crate) fn text_timestamp(text: &str) -> Option<u64> {
     let start = text.find("t=")? + 2;
     let digits: &str = &text[start..];
     let end = digits

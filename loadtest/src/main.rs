@@ -6,6 +6,8 @@
 //! figure is deliveries per server CPU-second, not per wall second.
 
 mod hub;
+mod hub_cluster;
+mod hub_reconnect;
 mod proc_stats;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +30,15 @@ enum Command {
     /// A like storm into one room: is the total exact?
     #[command(name = "hub-likes")]
     Likes(hub::LikesArgs),
+    /// Every viewer dropped at once: time until all have resumed, and no event missed.
+    #[command(name = "hub-reconnect")]
+    Reconnect(hub_reconnect::ReconnectArgs),
+    /// One room across several nodes sharing Redis, viewers held by several child processes.
+    #[command(name = "hub-cluster")]
+    Cluster(hub_cluster::ClusterArgs),
+    /// (Started by hub-cluster) one slice of the viewers.
+    #[command(name = "hub-viewers", hide = true)]
+    Viewers(hub_cluster::ViewersArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +51,9 @@ fn main() -> anyhow::Result<()> {
             Command::Fanout(args) => hub::fanout(args).await,
             Command::Idle(args) => hub::idle(args).await,
             Command::Likes(args) => hub::likes(args).await,
+            Command::Reconnect(args) => hub_reconnect::reconnect(args).await,
+            Command::Cluster(args) => hub_cluster::cluster(args).await,
+            Command::Viewers(args) => hub_cluster::viewers(args).await,
         }
     })
 }

@@ -1,4 +1,18 @@
-//! The SFU: WebRTC publish/subscribe on one UDP port, WHIP/WHEP, recording and replay packaging.
+//! The SFU: WebRTC publish and play over one UDP port for every peer, announced through WHIP
+//! (`POST /whip/{room}`) and WHEP (`POST /whep/{room}`).
 //!
-//! Not built yet: issue 4 ("SFU media core") fills this crate. It exists now so the workspace has
-//! the shape of the design card and the binary's wiring has its place.
+//! One task, the [`endpoint`], owns the UDP socket and every peer connection (the sans-IO `rtc`
+//! crate): it routes each datagram to its peer by ICE username, then by remote address, feeds it
+//! in, and forwards the publisher's RTP to the room's subscribers, each packet rewritten for the
+//! subscriber's negotiated SSRC and payload type. HTTP handlers talk to it through a command
+//! channel ([`Media`]); who may publish or play is decided outside, by a [`RoomAccess`].
+
+pub mod access;
+pub mod endpoint;
+pub mod http;
+mod keyframe;
+mod peer;
+
+pub use access::{Intent, RoomAccess};
+pub use endpoint::{Media, MediaConfig, MediaEvent, MediaStats, SessionKind, TrackInfo};
+pub use http::router;

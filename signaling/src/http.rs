@@ -78,7 +78,12 @@ async fn websocket(
         .max_write_buffer_size(256 * 1024)
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| hub.serve(socket, principal))
+        .on_upgrade({
+            // Shared, not copied: the principal lives as long as the connection, twice over
+            // (this closure and the connection's future).
+            let principal = Arc::new(principal);
+            move |socket| hub.serve(socket, principal)
+        })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

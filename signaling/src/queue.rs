@@ -79,7 +79,11 @@ impl ConnQueue {
     pub fn push_stats(&self, room: RoomId, frame: Utf8Bytes) {
         self.with(|q| match q.stats.iter_mut().find(|(r, _)| *r == room) {
             Some(slot) => slot.1 = frame,
-            None => q.stats.push((room, frame)),
+            None => {
+                // One slot per room joined, not the vector's default of four.
+                q.stats.reserve_exact(1);
+                q.stats.push((room, frame));
+            }
         });
         self.notify.notify_one();
     }

@@ -90,6 +90,7 @@ pub fn test_config(dir: &std::path::Path, database_url: String) -> Config {
         login_rate_per_minute: 10_000,
         shutdown_grace_seconds: 1,
         log_level: "warn".into(),
+        media_listen: "127.0.0.1:0".into(),
         ..Config::default()
     }
 }

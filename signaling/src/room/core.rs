@@ -33,8 +33,14 @@ pub struct RoomConfig {
     /// Chat burst per user, and the refill interval of one message.
     pub chat_burst: u32,
     pub chat_refill_ms: i64,
-    /// Counters are reported at most this often.
+    /// Counters are reported at most this often …
     pub stats_interval_ms: i64,
+    /// … and less often in big rooms: every report is one delivery to each connection here, so
+    /// the interval grows to keep reports under this many deliveries per second (a join storm
+    /// would otherwise cost connections² deliveries) …
+    pub stats_deliveries_per_second: i64,
+    /// … up to this interval.
+    pub max_stats_interval_ms: i64,
     /// Rooms with at most this many people get member lists and join/leave events.
     pub presence_limit: usize,
     /// Most likes one `like` frame may carry.
@@ -53,6 +59,8 @@ impl Default for RoomConfig {
             chat_burst: 3,
             chat_refill_ms: 1000,
             stats_interval_ms: 250,
+            stats_deliveries_per_second: 10_000,
+            max_stats_interval_ms: 2_000,
             presence_limit: 200,
             max_like_batch: 500,
             max_replay: 256,
@@ -832,8 +840,16 @@ impl RoomCore {
         self.outputs.push_back(Output::Broadcast(sequenced));
     }
 
+    /// The current reporting interval (see [`RoomConfig::stats_deliveries_per_second`]).
+    pub fn stats_interval_ms(&self) -> i64 {
+        let floor = self.config.stats_interval_ms;
+        let by_budget =
+            self.conns.len() as i64 * 1000 / self.config.stats_deliveries_per_second.max(1);
+        by_budget.clamp(floor, self.config.max_stats_interval_ms.max(floor))
+    }
+
     fn maybe_stats(&mut self, now: i64) {
-        if self.stats_dirty && now - self.last_stats_at >= self.config.stats_interval_ms {
+        if self.stats_dirty && now - self.last_stats_at >= self.stats_interval_ms() {
             self.stats_dirty = false;
             self.last_stats_at = now;
             let frame = ServerMsg::Stats {

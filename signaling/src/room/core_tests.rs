@@ -432,6 +432,51 @@ fn only_the_host_starts_and_ends_the_live() {
 }
 
 #[test]
+fn big_rooms_report_counters_less_often() {
+    let mut r = room_with(RoomConfig {
+        stats_deliveries_per_second: 100,
+        ..RoomConfig::default()
+    });
+    assert_eq!(r.stats_interval_ms(), 250);
+    for conn in 1..=100 {
+        join(&mut r, 0, conn, 100 + conn as UserId, MemberRole::Viewer);
+    }
+    // 100 connections at 100 deliveries per second: one report per second.
+    assert_eq!(r.stats_interval_ms(), 1000);
+    let mut reports = Vec::new();
+    for now in (1..=5_000).step_by(10) {
+        r.handle(
+            now,
+            Input::Client {
+                conn: 1,
+                id: None,
+                msg: ClientMsg::Like { room: 7, count: 1 },
+            },
+        );
+        if drain(&mut r).iter().any(|o| matches!(o, Output::Stats(_))) {
+            reports.push(now);
+        }
+    }
+    assert!(
+        reports.windows(2).all(|w| w[1] - w[0] >= 1000),
+        "{reports:?}"
+    );
+    assert!(reports.len() >= 4, "{reports:?}");
+    for conn in 1..=100 {
+        r.handle(6_000, Input::Leave { conn });
+    }
+    assert_eq!(r.stats_interval_ms(), 250);
+    // Never beyond the ceiling, however big the room.
+    let mut r = room_with(RoomConfig {
+        stats_deliveries_per_second: 1,
+        ..RoomConfig::default()
+    });
+    join(&mut r, 0, 1, 2, MemberRole::Viewer);
+    join(&mut r, 0, 2, 3, MemberRole::Viewer);
+    assert_eq!(r.stats_interval_ms(), 2000);
+}
+
+#[test]
 fn likes_are_exact_and_reported_at_most_every_interval() {
     let mut r = room();
     join(&mut r, 0, 1, HOST, MemberRole::Host);

@@ -1,0 +1,235 @@
+// Browser media test: in headless Chromium with a fake camera and microphone, a trainee host
+// publishes into a live room over WHIP and a classmate plays it over WHEP; the player must
+// report decoded video frames (getStats framesDecoded > 0) within a second of connecting.
+// Bad input gets its 4xx: a malformed offer, an offer without media, a wrong token, a classmate
+// publishing into someone else's room, playing a room nobody publishes to.
+//
+//   DEMO_PASSWORD=... [BASE_URL=http://127.0.0.1:18080] [CHROMIUM=/usr/bin/chromium] node media.mjs
+
+import fs from 'node:fs'
+import { chromium } from 'playwright-core'
+
+const BASE_URL = process.env.BASE_URL || 'http://127.0.0.1:18080'
+const DEMO_PASSWORD = process.env.DEMO_PASSWORD
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
+
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+]
+
+async function api(path, { token, method = 'GET', body } = {}) {
+  const res = await fetch(BASE_URL + path, {
+    method,
+    headers: {
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(body ? { 'content-type': 'application/json' } : {}),
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  })
+  const text = await res.text()
+  return { status: res.status, json: text ? JSON.parse(text) : null }
+}
+
+async function login(username) {
+  const { status, json } = await api('/api/v1/auth/login', {
+    method: 'POST',
+    body: { username, password: DEMO_PASSWORD },
+  })
+  if (status !== 200) throw new Error(`login ${username}: ${status} ${JSON.stringify(json)}`)
+  return json.token
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message)
+}
+
+// Runs in the page: publishes the fake camera and microphone by WHIP.
+async function publish({ room, token }) {
+  const stream = await navigator.mediaDevices.getUserMedia({
+    video: { width: 640, height: 360, frameRate: 30 },
+    audio: true,
+  })
+  const pc = new RTCPeerConnection()
+  for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' })
+  await pc.setLocalDescription(await pc.createOffer())
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve()
+    pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve())
+    setTimeout(resolve, 2000)
+  })
+  const res = await fetch(`/whip/${room}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/sdp', authorization: `Bearer ${token}` },
+    body: pc.localDescription.sdp,
+  })
+  if (res.status !== 201) throw new Error(`WHIP ${res.status}: ${await res.text()}`)
+  window.__whip = { pc, location: res.headers.get('location') }
+  await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() })
+  const t0 = performance.now()
+  while (pc.connectionState !== 'connected') {
+    if (performance.now() - t0 > 10000) throw new Error(`publisher ${pc.connectionState}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  return { location: window.__whip.location, answerHasGcm: true }
+}
+
+// Runs in the page: plays the room by WHEP and waits for the first decoded video frame.
+async function play({ room, token }) {
+  const pc = new RTCPeerConnection()
+  pc.addTransceiver('video', { direction: 'recvonly' })
+  pc.addTransceiver('audio', { direction: 'recvonly' })
+  await pc.setLocalDescription(await pc.createOffer())
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve()
+    pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve())
+    setTimeout(resolve, 2000)
+  })
+  const res = await fetch(`/whep/${room}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/sdp', authorization: `Bearer ${token}` },
+    body: pc.localDescription.sdp,
+  })
+  if (res.status !== 201) throw new Error(`WHEP ${res.status}: ${await res.text()}`)
+  const location = res.headers.get('location')
+  await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() })
+  const t0 = performance.now()
+  let connectedAt = null
+  let framesDecoded = 0
+  let audioPackets = 0
+  let srtpCipher = null
+  while (performance.now() - t0 < 15000) {
+    if (connectedAt === null && pc.connectionState === 'connected') connectedAt = performance.now()
+    const stats = await pc.getStats()
+    for (const report of stats.values()) {
+      if (report.type === 'inbound-rtp' && report.kind === 'video') framesDecoded = report.framesDecoded || 0
+      if (report.type === 'inbound-rtp' && report.kind === 'audio') audioPackets = report.packetsReceived || 0
+      if (report.type === 'transport' && report.srtpCipher) srtpCipher = report.srtpCipher
+    }
+    if (framesDecoded > 0 && audioPackets > 0) break
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  const firstFrameMs = performance.now() - t0
+  window.__whep = pc
+  return {
+    location,
+    framesDecoded,
+    audioPackets,
+    srtpCipher,
+    firstFrameMs,
+    afterConnectMs: connectedAt === null ? null : performance.now() - connectedAt,
+    state: pc.connectionState,
+  }
+}
+
+async function main() {
+  if (!DEMO_PASSWORD || !fs.existsSync(CHROMIUM)) {
+    console.error('DEMO_PASSWORD and Chromium are required')
+    console.log('0 passed, 1 failed')
+    process.exit(2)
+  }
+  const results = []
+  const test = async (name, fn) => {
+    const t0 = Date.now()
+    try {
+      await fn()
+      results.push(true)
+      console.log(`ok - ${name} (${Date.now() - t0} ms)`)
+    } catch (e) {
+      results.push(false)
+      console.log(`not ok - ${name} (${Date.now() - t0} ms)\n    ${String(e?.stack || e).split('\n').slice(0, 6).join('\n    ')}`)
+    }
+  }
+
+  const host = await login('trainee01')
+  const viewer = await login('trainee02')
+  const classes = await api('/api/v1/classes', { token: host })
+  const created = await api('/api/v1/rooms', {
+    token: host,
+    method: 'POST',
+    body: { class_id: classes.json[0].id, kind: 'live_commerce', title: '媒体测试直播间' },
+  })
+  assert(created.status === 201, `room: ${created.status} ${JSON.stringify(created.json)}`)
+  const room = created.json.id
+
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS })
+  console.log(`# ${BASE_URL} · ${browser.version()} · room ${room}`)
+  const hostPage = await (await browser.newContext()).newPage()
+  const viewerPage = await (await browser.newContext()).newPage()
+  await hostPage.goto(BASE_URL + '/healthz')
+  await viewerPage.goto(BASE_URL + '/healthz')
+
+  const sdp = async (path, { token, body, type = 'application/sdp' }) => {
+    const res = await fetch(BASE_URL + path, {
+      method: 'POST',
+      headers: { 'content-type': type, ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body,
+    })
+    const text = await res.text()
+    return { status: res.status, json: text.startsWith('{') ? JSON.parse(text) : text }
+  }
+
+  await test('playing before anyone publishes: 409 not_publishing', async () => {
+    const r = await sdp(`/whep/${room}`, { token: viewer, body: 'v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n' })
+    assert(r.status === 409 && r.json.code === 'not_publishing', JSON.stringify(r))
+  })
+
+  await test('bad offers and callers get clear 4xx', async () => {
+    let r = await sdp(`/whip/${room}`, { token: host, body: 'v=0\r\nthis is not sdp' })
+    assert(r.status === 400 && r.json.code === 'invalid_sdp', `malformed: ${JSON.stringify(r)}`)
+    r = await sdp(`/whip/${room}`, { token: host, body: 'v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n' })
+    assert(r.status === 400 && r.json.code === 'invalid_sdp', `no media: ${JSON.stringify(r)}`)
+    r = await sdp(`/whip/${room}`, { token: 'not-a-token', body: 'v=0\r\n' })
+    assert(r.status === 401, `wrong token: ${JSON.stringify(r)}`)
+    r = await sdp(`/whip/${room}`, { token: viewer, body: 'v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n' })
+    assert(r.status === 403 && r.json.code === 'forbidden', `classmate publishing: ${JSON.stringify(r)}`)
+    r = await sdp(`/whip/${room}`, { token: host, body: 'v=0\r\n', type: 'text/plain' })
+    assert(r.status === 415, `content type: ${JSON.stringify(r)}`)
+    r = await sdp(`/whip/999999`, { token: host, body: 'v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n' })
+    assert(r.status === 404, `unknown room: ${JSON.stringify(r)}`)
+    const stats = await api('/api/v1/media/stats', { token: await login('admin') })
+    assert(stats.status === 200 && stats.json.publishers === 0 && stats.json.subscribers === 0, `left behind: ${JSON.stringify(stats.json)}`)
+  })
+
+  let published
+  await test('the host publishes camera and microphone by WHIP', async () => {
+    published = await hostPage.evaluate(publish, { room, token: host })
+    assert(published.location.startsWith(`/whip/${room}/`), JSON.stringify(published))
+  })
+
+  await test('a classmate plays by WHEP and decodes video within 1 s of connecting', async () => {
+    const r = await viewerPage.evaluate(play, { room, token: viewer })
+    console.log(`    first frame ${r.firstFrameMs.toFixed(0)} ms after the offer, ${r.afterConnectMs?.toFixed(0)} ms after connecting; SRTP ${r.srtpCipher}`)
+    assert(r.framesDecoded > 0, `no frames decoded: ${JSON.stringify(r)}`)
+    assert(r.audioPackets > 0, `no audio: ${JSON.stringify(r)}`)
+    assert(r.afterConnectMs !== null && r.afterConnectMs < 1000, `first frame too late: ${JSON.stringify(r)}`)
+    if (r.srtpCipher) assert(/GCM/i.test(r.srtpCipher), `SRTP cipher ${r.srtpCipher}`)
+  })
+
+  await test('DELETE ends the session; playing then answers 409', async () => {
+    const res = await fetch(BASE_URL + published.location, { method: 'DELETE', headers: { authorization: `Bearer ${host}` } })
+    assert(res.status === 200, `DELETE ${res.status}`)
+    const again = await fetch(BASE_URL + published.location, { method: 'DELETE', headers: { authorization: `Bearer ${host}` } })
+    assert(again.status === 404, `second DELETE ${again.status}`)
+    const r = await sdp(`/whep/${room}`, { token: viewer, body: 'v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n' })
+    assert(r.status === 409, JSON.stringify(r))
+    const stats = await api('/api/v1/media/stats', { token: await login('admin') })
+    assert(stats.json.publishers === 0 && stats.json.subscribers === 0, `left behind: ${JSON.stringify(stats.json)}`)
+  })
+
+  await browser.close()
+  const passed = results.filter(Boolean).length
+  console.log(`${passed} passed, ${results.length - passed} failed`)
+  process.exit(passed === results.length ? 0 : 1)
+}
+
+main().catch((e) => {
+  console.error(e)
+  console.log('0 passed, 1 failed')
+  process.exit(1)
+})
