@@ -62,7 +62,7 @@ bases=()
 start_node() { # start_node N DEMO_DATA
   local port; port=$(free_port)
   mkdir -p "$work/node$1"
-  LIVECAMP_LISTEN="127.0.0.1:$port" LIVECAMP_DATA_DIR="$work/node$1" LIVECAMP_DEMO_DATA="$2" \
+  LIVECAMP_LISTEN="127.0.0.1:$port" LIVECAMP_MEDIA_LISTEN=127.0.0.1:0 LIVECAMP_DATA_DIR="$work/node$1" LIVECAMP_DEMO_DATA="$2" \
     target/release/livecamp --config "$work/livecamp.toml" serve >"$out/cluster-node$1-$stamp.log" 2>&1 &
   pids+=($!)
   bases+=("http://127.0.0.1:$port")

@@ -58,7 +58,7 @@ start_server() {
   case $flavor in
     livecamp)
       data=$(mktemp -d)
-      LIVECAMP_LISTEN="127.0.0.1:$port" LIVECAMP_DATA_DIR="$data" LIVECAMP_DEMO_PASSWORD=bench12345 \
+      LIVECAMP_LISTEN="127.0.0.1:$port" LIVECAMP_MEDIA_LISTEN=127.0.0.1:0 LIVECAMP_DATA_DIR="$data" LIVECAMP_DEMO_PASSWORD=bench12345 \
         LIVECAMP_LOG_LEVEL=warn LIVECAMP_LOGIN_RATE_PER_MINUTE=100000 \
         taskset -c 0 target/release/livecamp serve >"$out/livecamp-$stamp.log" 2>&1 &
       ;;

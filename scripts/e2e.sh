@@ -30,5 +30,6 @@ mkdir -p target/screenshots
 (cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" \
   SCREENSHOT_DIR="$PWD/../../target/screenshots" node login-roles.mjs) || { tail -50 "$log"; die "browser test failed"; }
 say "media: WHIP publish and WHEP play with a fake camera"
-(cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" node media.mjs) \
+(cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" \
+  SCREENSHOT_DIR="$PWD/../../target/screenshots" node media.mjs) \
   || { tail -50 "$log"; die "media browser test failed"; }

@@ -33,6 +33,7 @@ impl Services {
             connect_timeout: Duration::from_secs(30),
         })
         .await?;
+        tokio::spawn(media_access::announce(media.events(), hub.clone()));
         Ok(Self { hub, media })
     }
 }

@@ -13,7 +13,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::protocol::{
-    ClientFrame, ClientMsg, MemberRole, PROTOCOL_VERSION, RoomId, ServerMsg, UserRef, close,
+    ClientFrame, ClientMsg, MemberRole, PROTOCOL_VERSION, RoomId, RoomMedia, ServerMsg, UserRef,
+    close,
 };
 use crate::queue::{ConnQueue, Next};
 use crate::room::core::{ConnId, RoomConfig};
@@ -70,6 +71,9 @@ pub struct Hub {
     next_conn: AtomicU64,
     /// Identifies this node's proposals among the cluster's events.
     node: u64,
+    /// What is published in rooms whose media this node serves, so a room task started later
+    /// (after an idle unload) still knows.
+    media: Mutex<HashMap<RoomId, RoomMedia>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -97,6 +101,7 @@ impl Hub {
             sessions: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            media: Mutex::new(HashMap::new()),
             node: u64::from_le_bytes(foundation::crypto::random_bytes::<8>()),
             app,
         });
@@ -166,6 +171,20 @@ impl Hub {
     }
 
     /// Which role `principal` has in `record`'s room, or not found when they may not enter.
+    /// The media endpoint's news: announce in the room what its publisher sends now.
+    pub async fn announce_media(&self, room: RoomId, media: Option<RoomMedia>) {
+        match &media {
+            Some(m) => lock(&self.media).insert(room, m.clone()),
+            None => lock(&self.media).remove(&room),
+        };
+        match self.room(room).await {
+            Ok(handle) => {
+                let _ = handle.commands.send(RoomCommand::Media(media)).await;
+            }
+            Err(e) => tracing::warn!(room, error = ?e, "media change in a room that cannot load"),
+        }
+    }
+
     /// The role `principal` has in `room`, and the room's kind (404 when they may not enter).
     pub async fn member_role(
         &self,
@@ -248,6 +267,12 @@ impl Hub {
             record: record.clone(),
         };
         rooms.insert(id, handle.clone());
+        if let Some(media) = lock(&self.media).get(&id) {
+            // The channel is new and empty: this cannot be full.
+            let _ = handle
+                .commands
+                .try_send(RoomCommand::Media(Some(media.clone())));
+        }
         let deps = RoomDeps {
             store: self.store.clone(),
             chat: self.chat.clone(),

@@ -179,6 +179,10 @@ pub enum RoomEvent {
     UserUnmuted {
         user: UserId,
     },
+    /// Someone started or stopped publishing audio and video (`media: null`: nobody publishes).
+    MediaChanged {
+        media: Option<RoomMedia>,
+    },
     /// Presence in small rooms (large rooms only report counts).
     MemberJoined {
         user: UserRef,
@@ -209,6 +213,21 @@ impl RoomEvent {
     }
 }
 
+/// What a room's publisher sends: play it with WHEP (`POST /whep/{room}`, docs/media.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct RoomMedia {
+    pub publisher: UserId,
+    pub tracks: Vec<MediaTrack>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct MediaTrack {
+    /// `audio` or `video`.
+    pub kind: String,
+    /// MIME type, e.g. `video/VP8`.
+    pub codec: String,
+}
+
 /// The state of a room as a newcomer (or a client that missed too much) needs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct RoomSnapshot {
@@ -226,6 +245,8 @@ pub struct RoomSnapshot {
     pub recent_chat: Vec<ChatMessage>,
     /// Everyone present, for small rooms; `null` for large ones.
     pub members: Option<Vec<UserRef>>,
+    /// What is being published now, if anything.
+    pub media: Option<RoomMedia>,
 }
 
 /// A frame from the server.
@@ -330,6 +351,8 @@ pub fn typescript_bindings() -> String {
         UserRef,
         MemberRole,
         ChatMessage,
+        MediaTrack,
+        RoomMedia,
         RoomEvent,
         RoomSnapshot,
         ServerMsg

@@ -307,7 +307,7 @@ test('live room: trainee host goes live, a classmate chats and likes, host pins 
     await host.locator('[data-testid="start-live"]:not([disabled])').click()
     await host.getByTestId('live-status').filter({ hasText: '直播中' }).waitFor()
     await host.getByTestId('end-live').waitFor()
-    await host.getByTestId('video-area').filter({ hasText: '视频即将接入' }).waitFor()
+    await host.getByTestId('video-area').filter({ hasText: '等待主播开启画面' }).waitFor()
 
     // Viewer (trainee02, phone): find the room in the list and enter it.
     const viewer = await newPage(viewerCtx)
@@ -360,7 +360,13 @@ test('live room: trainee host goes live, a classmate chats and likes, host pins 
     for (let i = 1; i <= 4; i++) {
       await viewer.locator('[data-testid="chat-input"]:not([disabled])').fill(`第 ${i} 条 ${stamp}`)
       await input.press('Enter')
-      await viewer.getByTestId('chat-error').or(viewer.getByTestId('chat-message').filter({ hasText: `第 ${i} 条 ${stamp}` })).first().waitFor()
+      // Answered when the input is cleared (accepted) or an error shows (refused); the message
+      // itself can show before the acknowledgement, while the input still refuses a new send.
+      await viewer.waitForFunction(
+        () =>
+          document.querySelector('[data-testid="chat-error"]') ||
+          document.querySelector('[data-testid="chat-input"]').value === '',
+      )
     }
     await viewer.getByTestId('chat-error').filter({ hasText: '发言太快' }).waitFor()
     // …and being muted (the host mutes from the message's menu, then lifts it).

@@ -222,6 +222,49 @@ async function main() {
     assert(stats.json.publishers === 0 && stats.json.subscribers === 0, `left behind: ${JSON.stringify(stats.json)}`)
   })
 
+  await test('room page: the host turns the camera on, a classmate sees and hears it, the host turns it off', async () => {
+    const uiLogin = async (page, username) => {
+      await page.goto(BASE_URL + '/login')
+      await page.getByTestId('login-username').fill(username)
+      await page.getByTestId('login-password').fill(DEMO_PASSWORD)
+      await page.getByTestId('login-submit').click()
+      await page.waitForURL((url) => !url.pathname.startsWith('/login'))
+    }
+    const hostCtx = await browser.newContext({ viewport: { width: 1366, height: 768 } })
+    const viewerCtx = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true })
+    const hostUi = await hostCtx.newPage()
+    const viewerUi = await viewerCtx.newPage()
+    await uiLogin(hostUi, 'trainee01')
+    await uiLogin(viewerUi, 'trainee02')
+    await hostUi.goto(`${BASE_URL}/rooms/${room}`)
+    await viewerUi.goto(`${BASE_URL}/rooms/${room}`)
+    await hostUi.locator('[data-testid="connection-status"][data-state="open"]').waitFor()
+    await viewerUi.locator('[data-testid="connection-status"][data-state="open"]').waitFor()
+    await hostUi.getByTestId('camera-toggle').click()
+    await hostUi.locator('[data-testid="camera-toggle"][data-publishing="true"]').waitFor({ timeout: 10000 })
+    // The hub announces the tracks; the classmate's page starts playing by itself.
+    await viewerUi.locator('[data-testid="live-player"][data-state="playing"]').waitFor({ timeout: 10000 })
+    await viewerUi.waitForFunction(
+      () => {
+        const v = document.querySelector('[data-testid="live-player"]')
+        return v && v.videoWidth > 0 && v.currentTime > 0 && v.srcObject?.getAudioTracks().length > 0
+      },
+      null,
+      { timeout: 5000 },
+    )
+    await viewerUi.getByTestId('unmute').click()
+    assert(await viewerUi.evaluate(() => !document.querySelector('[data-testid="live-player"]').muted), 'sound stays off')
+    fs.mkdirSync(process.env.SCREENSHOT_DIR || '.', { recursive: true })
+    await hostUi.screenshot({ path: `${process.env.SCREENSHOT_DIR || '.'}/media-host-pc.png` })
+    await viewerUi.screenshot({ path: `${process.env.SCREENSHOT_DIR || '.'}/media-viewer-phone.png` })
+    await hostUi.getByTestId('camera-toggle').click()
+    await viewerUi.locator('[data-testid="video-text"]').waitFor({ timeout: 10000 })
+    const stats = await api('/api/v1/media/stats', { token: await login('admin') })
+    assert(stats.json.publishers === 0 && stats.json.subscribers === 0, `left behind: ${JSON.stringify(stats.json)}`)
+    await hostCtx.close()
+    await viewerCtx.close()
+  })
+
   await browser.close()
   const passed = results.filter(Boolean).length
   console.log(`${passed} passed, ${results.length - passed} failed`)

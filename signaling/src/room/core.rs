@@ -13,8 +13,8 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 
 use crate::protocol::{
-    ChatMessage, ClientMsg, MemberRole, Priority, RoomEvent, RoomId, RoomSnapshot, Seq, ServerMsg,
-    UserId, UserRef,
+    ChatMessage, ClientMsg, MemberRole, Priority, RoomEvent, RoomId, RoomMedia, RoomSnapshot, Seq,
+    ServerMsg, UserId, UserRef,
 };
 use crate::words::{Filtered, WordFilter};
 
@@ -101,6 +101,8 @@ pub enum Input {
         id: Option<u32>,
         msg: ClientMsg,
     },
+    /// The media endpoint says what the room's publisher sends now (`None`: nothing).
+    Media(Option<RoomMedia>),
     /// Time passes (drives stats).
     Tick,
 }
@@ -193,6 +195,7 @@ pub struct RoomCore {
     history: VecDeque<Arc<Sequenced>>,
     recent_chat: VecDeque<ChatMessage>,
     pinned: Option<ChatMessage>,
+    media: Option<RoomMedia>,
     conns: HashMap<ConnId, Member>,
     /// Connections per user: a person in two tabs counts once.
     users: HashMap<UserId, u32>,
@@ -245,6 +248,7 @@ impl RoomCore {
             history: VecDeque::new(),
             recent_chat: VecDeque::new(),
             pinned: None,
+            media: None,
             conns: HashMap::new(),
             users: HashMap::new(),
             peak,
@@ -356,6 +360,11 @@ impl RoomCore {
             } => self.join(now, conn, user, role, last_seq),
             Input::Leave { conn } => self.leave(now, conn),
             Input::Client { conn, id, msg } => self.client(now, conn, id, msg),
+            Input::Media(media) => {
+                if media != self.media {
+                    self.emit(now, RoomEvent::MediaChanged { media }, None);
+                }
+            }
             Input::Tick => {}
         }
         self.maybe_stats(now);
@@ -372,6 +381,7 @@ impl RoomCore {
             host: self.host.clone(),
             pinned: self.pinned.clone(),
             recent_chat: self.recent_chat.iter().cloned().collect(),
+            media: self.media.clone(),
             members: small.then(|| {
                 let mut seen = std::collections::HashSet::new();
                 self.conns
@@ -815,6 +825,7 @@ impl RoomCore {
             }
             RoomEvent::MessagePinned { message } => self.pinned = Some(message.clone()),
             RoomEvent::MessageUnpinned => self.pinned = None,
+            RoomEvent::MediaChanged { media } => self.media = media.clone(),
             RoomEvent::UserMuted { user, until } => {
                 self.muted.insert(*user, *until);
             }

@@ -1,6 +1,7 @@
 //! The room's rules in virtual time.
 
 use super::*;
+use crate::protocol::MediaTrack;
 use crate::room::core::Sequencing;
 use crate::words::WordAction;
 
@@ -719,4 +720,43 @@ fn a_replica_that_numbered_alone_follows_the_cluster_again() {
     r.apply_sequenced(102, 40, RoomEvent::MessageUnpinned, Some(HOST), false);
     r.apply_sequenced(102, 40, RoomEvent::MessageUnpinned, Some(HOST), false);
     assert_eq!(events(&drain(&mut r)).len(), 1);
+}
+
+#[test]
+fn media_changes_are_system_events_in_the_snapshot_and_not_repeated() {
+    let mut r = room();
+    join(&mut r, 0, 1, HOST, MemberRole::Host);
+    join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    let media = RoomMedia {
+        publisher: HOST,
+        tracks: vec![MediaTrack {
+            kind: "video".into(),
+            codec: "video/VP8".into(),
+        }],
+    };
+    r.handle(10, Input::Media(Some(media.clone())));
+    let out = drain(&mut r);
+    let evs = events(&out);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].priority, Priority::System);
+    assert!(matches!(&evs[0].event, RoomEvent::MediaChanged { media: Some(m) } if *m == media));
+    // The same news again changes nothing.
+    r.handle(20, Input::Media(Some(media.clone())));
+    assert!(events(&drain(&mut r)).is_empty());
+    // A newcomer learns it from the snapshot.
+    let joined = join(&mut r, 30, 3, 3, MemberRole::Viewer);
+    let snapshot = joined.iter().find_map(|o| match o {
+        Output::Send {
+            msg: ServerMsg::Joined { state, .. },
+            ..
+        } => Some(state.clone()),
+        _ => None,
+    });
+    assert_eq!(snapshot.and_then(|s| s.media), Some(media));
+    r.handle(40, Input::Media(None));
+    let out = drain(&mut r);
+    assert!(matches!(
+        &events(&out)[0].event,
+        RoomEvent::MediaChanged { media: None }
+    ));
 }

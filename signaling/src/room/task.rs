@@ -43,6 +43,8 @@ pub enum RoomCommand {
         msg: ClientMsg,
     },
     SetWords(Arc<WordFilter>),
+    /// What the room's publisher sends now (from the media endpoint).
+    Media(Option<crate::protocol::RoomMedia>),
     /// Save the totals and stop (graceful shutdown).
     Shutdown,
 }
@@ -182,6 +184,7 @@ pub async fn run(
                     }
                     RoomCommand::Client { conn, id, msg } => core.handle(now, Input::Client { conn, id, msg }),
                     RoomCommand::SetWords(words) => core.set_words(words),
+                    RoomCommand::Media(media) => core.handle(now, Input::Media(media)),
                     RoomCommand::Shutdown => break,
                 }
                 flush(&mut core, &mut slots, &record, &deps, cluster.as_ref(), now).await;

@@ -52,7 +52,7 @@ export function readCookie(name: string): string | null {
   return null
 }
 
-function csrfToken(): string | null {
+export function csrfToken(): string | null {
   return readCookie(CSRF_COOKIE) ?? memoryCsrf
 }
 
@@ -125,7 +125,7 @@ function isOrdinary401(err: ApiError, ordinary: RequestOptions['ordinary401']): 
   return Array.isArray(ordinary) && ordinary.includes(err.code)
 }
 
-async function toApiError(res: Response): Promise<ApiError> {
+export async function toApiError(res: Response): Promise<ApiError> {
   let code = `http_${res.status}`
   let message = ''
   try {

@@ -42,10 +42,25 @@ id: number, user: UserRef, role: MemberRole, text: string,
  */
 at: number, };
 
+export type MediaTrack = { 
+/**
+ * `audio` or `video`.
+ */
+kind: string, 
+/**
+ * MIME type, e.g. `video/VP8`.
+ */
+codec: string, };
+
+/**
+ * What a room's publisher sends: play it with WHEP (`POST /whep/{room}`, docs/media.md).
+ */
+export type RoomMedia = { publisher: number, tracks: Array<MediaTrack>, };
+
 /**
  * Something that happened in a room, in order.
  */
-export type RoomEvent = { "kind": "live_started", host: UserRef, } | { "kind": "live_ended", peak: number, likes: number, } | { "kind": "chat", message: ChatMessage, } | { "kind": "message_removed", message: number, by: UserRef, } | { "kind": "message_pinned", message: ChatMessage, } | { "kind": "message_unpinned" } | { "kind": "user_muted", user: number, until: number, } | { "kind": "user_unmuted", user: number, } | { "kind": "member_joined", user: UserRef, role: MemberRole, } | { "kind": "member_left", user: UserRef, };
+export type RoomEvent = { "kind": "live_started", host: UserRef, } | { "kind": "live_ended", peak: number, likes: number, } | { "kind": "chat", message: ChatMessage, } | { "kind": "message_removed", message: number, by: UserRef, } | { "kind": "message_pinned", message: ChatMessage, } | { "kind": "message_unpinned" } | { "kind": "user_muted", user: number, until: number, } | { "kind": "user_unmuted", user: number, } | { "kind": "media_changed", media: RoomMedia | null, } | { "kind": "member_joined", user: UserRef, role: MemberRole, } | { "kind": "member_left", user: UserRef, };
 
 /**
  * The state of a room as a newcomer (or a client that missed too much) needs it.
@@ -62,7 +77,11 @@ recent_chat: Array<ChatMessage>,
 /**
  * Everyone present, for small rooms; `null` for large ones.
  */
-members: Array<UserRef> | null, };
+members: Array<UserRef> | null, 
+/**
+ * What is being published now, if anything.
+ */
+media: RoomMedia | null, };
 
 /**
  * A frame from the server.

@@ -16,7 +16,16 @@
 // The Vue side (reactive room state and actions) is `useLiveRoom` in ./useLiveRoom.ts.
 import { computed, onBeforeUnmount, onMounted, reactive, shallowRef, watch, type ComputedRef, type ShallowRef } from 'vue'
 import { useRouter } from 'vue-router'
-import type { ChatMessage, ClientFrame, ClientMsg, MemberRole, RoomSnapshot, ServerMsg, UserRef } from '../api/protocol'
+import type {
+  ChatMessage,
+  ClientFrame,
+  ClientMsg,
+  MemberRole,
+  RoomMedia,
+  RoomSnapshot,
+  ServerMsg,
+  UserRef,
+} from '../api/protocol'
 import { api, isApiError } from '../api'
 import { clearSession } from '../session'
 import { t } from '../i18n'
@@ -553,6 +562,8 @@ export interface LiveRoomState {
   /** Shown count: the server's total plus our taps not yet counted by it. */
   likes: number
   pinned: ChatMessage | null
+  /** What the room's publisher sends now (play it with WHEP), or null. */
+  media: RoomMedia | null
   /** Oldest first, at most CHAT_KEEP; removed messages are taken out. */
   chat: ChatMessage[]
   /** Until when (server Unix ms) I am muted, when known. */
@@ -731,6 +742,7 @@ export function useLiveRoom(roomId: () => number): LiveRoom {
       state.peak = snap.peak
       state.likes = snap.likes + likeQueued + likeInflight
       state.pinned = snap.pinned
+      state.media = snap.media
       state.chat = snap.recent_chat.slice(-CHAT_KEEP)
       removed = new Set()
       removedOrder = []
@@ -798,6 +810,9 @@ export function useLiveRoom(roomId: () => number): LiveRoom {
           if (!mine(ev.user.id)) for (const fn of arrivalListeners) fn(ev.user)
           break
         case 'member_left':
+          break
+        case 'media_changed':
+          state.media = ev.media
           break
       }
     },
@@ -914,6 +929,7 @@ function emptyState(): LiveRoomState {
     peak: 0,
     likes: 0,
     pinned: null,
+    media: null,
     chat: [],
     mutedUntil: null,
     muted: {},
