@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Browser tests: starts livecamp (the given binary, default target/debug/livecamp) on a free port
-# with a fresh data directory, runs web/e2e in headless Debian Chromium, stops the server.
+# Browser and interop tests: starts livecamp (the given binary, default target/debug/livecamp) on
+# a free port with a fresh data directory, runs web/e2e in headless Debian Chromium and the aiortc
+# WHIP/WHEP test (media/interop), stops the server.
 # Screenshots land in target/screenshots.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,3 +34,11 @@ say "media: WHIP publish and WHEP play with a fake camera"
 (cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" \
   SCREENSHOT_DIR="$PWD/../../target/screenshots" node media.mjs) \
   || { tail -50 "$log"; die "media browser test failed"; }
+say "media interop: aiortc publishes by WHIP and plays by WHEP"
+venv=target/venv-interop
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" 2>/dev/null || { ensure_debs python3-venv; python3 -m venv "$venv"; }
+fi
+"$venv/bin/pip" install -q -r media/interop/requirements.txt
+BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" timeout 180 "$venv/bin/python" media/interop/aiortc_whip_whep.py \
+  || { tail -50 "$log"; die "aiortc interop test failed"; }
