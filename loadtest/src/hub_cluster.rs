@@ -220,7 +220,8 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         .map(|&pid| proc_stats::rss_bytes(pid))
         .sum::<anyhow::Result<u64>>()?;
 
-    let latencies = Latencies::new();
+    // 100 µs buckets (up to 10 s): a saturated cluster on a small box is slow.
+    let latencies = Latencies::with_bucket_us(100);
     let mut delivered = 0u64;
     for slice in &mut slices {
         let report: Value = serde_json::from_str(&slice.next_line().await?)?;
@@ -276,7 +277,7 @@ pub async fn viewers(args: ViewersArgs) -> anyhow::Result<()> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Latencies::new());
+    let latencies = Arc::new(Latencies::with_bucket_us(100));
     let mut readers = Vec::with_capacity(conns.len());
     let count = conns.len();
     for mut conn in conns {
