@@ -23,6 +23,7 @@ db="livecamp_bench_$(date +%s)"
 
 ulimit -n 20000 || die "need 20000 open files (ulimit -n)"
 require_tools
+ensure_build_deps
 scripts/test-services.sh
 say "building release binaries"
 scripts/build-web.sh >/dev/null

@@ -26,6 +26,7 @@ results="$out/hub-$stamp.jsonl"
 
 ulimit -n 20000 || die "need 20000 open files (ulimit -n)"
 require_tools
+ensure_build_deps
 ensure_cmd taskset util-linux
 say "building release binaries"
 scripts/build-web.sh >/dev/null

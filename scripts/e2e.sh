@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bin=${1:-target/debug/livecamp}
 [ -x "$bin" ] || die "$bin not found: build the server first"
 [ -f web/dist/index.html ] || die "web/dist is missing: run scripts/build-web.sh first"
-ensure_debs chromium fonts-noto-cjk
+ensure_debs chromium fonts-noto-cjk ffmpeg
 npm_ci web/e2e
 
 data=$(mktemp -d)

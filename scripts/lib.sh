@@ -34,6 +34,12 @@ ensure_cmd() {
   command -v "$1" >/dev/null || ensure_debs "$2"
 }
 
+# What building livecamp needs besides Rust: a C toolchain, and FFmpeg's libraries and headers
+# (replay packaging, through ffmpeg-next; bindgen needs libclang).
+ensure_build_deps() {
+  ensure_debs build-essential pkg-config clang libclang-dev libavformat-dev libavcodec-dev libavutil-dev
+}
+
 require_tools() {
   command -v cargo >/dev/null || die "Rust is required (https://rustup.rs): cargo not found"
   command -v node >/dev/null || die "Node.js (>= 20.19) is required: node not found"

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_tools
-ensure_debs build-essential pkg-config
+ensure_build_deps
 scripts/build-web.sh
 say "building the server (release)"
 cargo build --release --locked --bin livecamp

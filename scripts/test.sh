@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_tools
-ensure_debs build-essential pkg-config
+ensure_build_deps
 ensure_cmd psql postgresql-client
 ensure_cmd redis-cli redis-tools
 ensure_cmd curl curl

@@ -21,6 +21,7 @@ mod media_access;
 pub struct Services {
     pub hub: Arc<signaling::Hub>,
     pub media: media::Media,
+    pub replays: media::Replays,
 }
 
 impl Services {
@@ -31,10 +32,16 @@ impl Services {
             bind,
             public_ip,
             connect_timeout: Duration::from_secs(30),
+            recordings_dir: state.config.data_dir.join("recordings"),
         })
         .await?;
         tokio::spawn(media_access::announce(media.events(), hub.clone()));
-        Ok(Self { hub, media })
+        let replays = media::Replays::start(state, media.events()).await?;
+        Ok(Self {
+            hub,
+            media,
+            replays,
+        })
     }
 }
 
@@ -47,6 +54,7 @@ pub fn app(state: AppState, services: &Services) -> Router {
         .merge(signaling::router(services.hub.clone()))
         .merge(media::router(
             services.media.clone(),
+            services.replays.clone(),
             Arc::new(media_access::HubAccess(services.hub.clone())),
             media::http::IceServers {
                 urls: state.config.turn_urls.clone(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use foundation::identity::Principal;
 use foundation::{ApiError, ErrorCode};
 use media::MediaEvent;
-use media::{Intent, RoomAccess};
+use media::{Intent, RoomAccess, RoomInfo};
 use signaling::protocol::{MediaTrack, MemberRole, RoomMedia};
 use signaling::store::RoomKind;
 use tokio::sync::broadcast;
@@ -21,18 +21,26 @@ impl RoomAccess for HubAccess {
         principal: &Principal,
         room: i64,
         intent: Intent,
-    ) -> Result<(), ApiError> {
-        let (role, kind) = self.0.member_role(principal, room).await?;
+    ) -> Result<RoomInfo, ApiError> {
+        let (role, kind, class_id) = self.0.member_role(principal, room).await?;
         let may_publish = role == MemberRole::Host
             || (role == MemberRole::Instructor && kind == RoomKind::LiveClass);
+        let info = RoomInfo {
+            class_id,
+            always_recorded: kind == RoomKind::LiveClass,
+        };
         match intent {
-            Intent::Play => Ok(()),
-            Intent::Publish if may_publish => Ok(()),
+            Intent::Play => Ok(info),
+            Intent::Publish if may_publish => Ok(info),
             Intent::Publish => Err(ApiError::with_message(
                 ErrorCode::Forbidden,
                 "只有主播（直播课中也包括本班讲师）可以推流",
             )),
         }
+    }
+
+    async fn class_visible(&self, principal: &Principal, class: i64) -> Result<bool, ApiError> {
+        self.0.class_visible(principal, class).await
     }
 }
 
@@ -59,6 +67,7 @@ pub(crate) async fn announce(
                 (room, Some(media))
             }
             Ok(MediaEvent::Stopped { room }) => (room, None),
+            Ok(MediaEvent::RecordingFinished { .. }) => continue,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "media announcements lagged");
                 continue;

@@ -13,14 +13,25 @@ pub enum Intent {
     Play,
 }
 
+/// What the media crate needs to know of a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomInfo {
+    pub class_id: i64,
+    /// Live classes are always recorded; other rooms when the host asks for it.
+    pub always_recorded: bool,
+}
+
 #[async_trait::async_trait]
 pub trait RoomAccess: Send + Sync + 'static {
-    /// `Ok` when `principal` may do `intent` in `room`; otherwise the error to answer with
+    /// The room, when `principal` may do `intent` in it; otherwise the error to answer with
     /// (404 for a room they cannot see, 403 for one they may see but not publish to).
     async fn authorize(
         &self,
         principal: &Principal,
         room: i64,
         intent: Intent,
-    ) -> Result<(), ApiError>;
+    ) -> Result<RoomInfo, ApiError>;
+
+    /// Whether `principal` may see `class` (its replays).
+    async fn class_visible(&self, principal: &Principal, class: i64) -> Result<bool, ApiError>;
 }

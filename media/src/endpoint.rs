@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::keyframe::KeyframeGate;
 use crate::peer::{IceCredentials, add_host_candidate, new_peer_connection};
+use crate::recording::{Recorder, TrackKind};
 
 /// Largest datagram read; WebRTC keeps packets under the path MTU (about 1,200 bytes).
 const MAX_DATAGRAM: usize = 2048;
@@ -59,6 +61,8 @@ pub struct MediaConfig {
     pub public_ip: IpAddr,
     /// A connection that has not connected this long after its offer is dropped.
     pub connect_timeout: Duration,
+    /// Where publishers are recorded (`{dir}/{room}/{unix ms}-{ufrag}/`).
+    pub recordings_dir: PathBuf,
 }
 
 /// Publishing (WHIP) or playing (WHEP).
@@ -89,6 +93,8 @@ pub enum MediaEvent {
     },
     /// The room's publisher is gone: ended, replaced, or vanished after the ICE timeout.
     Stopped { room: i64 },
+    /// A recording's files are complete in `dir` (the publisher is gone).
+    RecordingFinished { room: i64, dir: PathBuf },
 }
 
 /// Counters of the endpoint.
@@ -110,6 +116,8 @@ pub struct Answer {
     pub session: String,
     /// The SDP answer.
     pub sdp: String,
+    /// Where the session is recorded, when it is.
+    pub recording: Option<PathBuf>,
 }
 
 enum Command {
@@ -118,6 +126,7 @@ enum Command {
         room: i64,
         user: i64,
         offer: String,
+        record: bool,
         reply: oneshot::Sender<Result<Answer, ApiError>>,
     },
     Close {
@@ -194,13 +203,15 @@ impl Media {
         self.events.subscribe()
     }
 
-    /// Answers a WHIP or WHEP offer (access already checked).
+    /// Answers a WHIP or WHEP offer (access already checked); a publisher is recorded when
+    /// `record`.
     pub async fn open(
         &self,
         kind: SessionKind,
         room: i64,
         user: i64,
         offer: String,
+        record: bool,
     ) -> Result<Answer, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -209,6 +220,7 @@ impl Media {
                 room,
                 user,
                 offer,
+                record,
                 reply,
             })
             .await
@@ -273,6 +285,7 @@ enum Role {
     Publisher {
         tracks: Vec<Track>,
         keyframes: KeyframeGate,
+        recorder: Option<Recorder>,
     },
     Subscriber {
         outgoing: Vec<Outgoing>,
@@ -325,6 +338,13 @@ enum Wake {
     Command(Option<Command>),
     Datagram(std::io::Result<(usize, SocketAddr)>),
     Tick,
+}
+
+fn record_kind(kind: RtpCodecKind) -> TrackKind {
+    match kind {
+        RtpCodecKind::Audio => TrackKind::Audio,
+        _ => TrackKind::Video,
+    }
 }
 
 fn kind_name(kind: RtpCodecKind) -> &'static str {
@@ -384,10 +404,11 @@ impl Endpoint {
                 room,
                 user,
                 offer,
+                record,
                 reply,
             } => {
                 let result = match kind {
-                    SessionKind::Publish => self.open_publisher(now, room, user, offer),
+                    SessionKind::Publish => self.open_publisher(now, room, user, offer, record),
                     SessionKind::Play => self.open_subscriber(now, room, user, offer),
                 };
                 let _ = reply.send(result);
@@ -461,6 +482,7 @@ impl Endpoint {
         room: i64,
         user: i64,
         offer: String,
+        record: bool,
     ) -> Result<Answer, ApiError> {
         if !Self::has_media(&offer) {
             return Err(invalid_sdp("没有音频或视频"));
@@ -480,6 +502,30 @@ impl Endpoint {
             unavailable()
         })?;
         let sdp = self.negotiate(now, &mut pc, offer)?;
+        let recorder = if record {
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default();
+            let dir = self
+                .config
+                .recordings_dir
+                .join(room.to_string())
+                .join(format!("{started}-{}", credentials.ufrag));
+            match Recorder::start(dir, now) {
+                Ok(recorder) => Some(recorder),
+                Err(e) => {
+                    tracing::error!(room, error = %e, "cannot start a recording");
+                    return Err(ApiError::with_message(
+                        ErrorCode::Unavailable,
+                        "无法开始录制（磁盘不可写），请联系管理员",
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        let recording = recorder.as_ref().map(|r| r.dir().to_path_buf());
         let id = self.insert(
             now,
             pc,
@@ -489,12 +535,22 @@ impl Endpoint {
             Role::Publisher {
                 tracks: Vec::new(),
                 keyframes: KeyframeGate::new(KEYFRAME_INTERVAL),
+                recorder,
             },
         );
         self.rooms.entry(room).or_default().publisher = Some(id);
         let session = self.peers[&id].session.clone();
-        tracing::info!(room, user, "publisher offered");
-        Ok(Answer { session, sdp })
+        tracing::info!(
+            room,
+            user,
+            recording = recording.is_some(),
+            "publisher offered"
+        );
+        Ok(Answer {
+            session,
+            sdp,
+            recording,
+        })
     }
 
     fn open_subscriber(
@@ -605,7 +661,11 @@ impl Endpoint {
         self.rooms.entry(room).or_default().subscribers.push(id);
         let session = self.peers[&id].session.clone();
         tracing::debug!(room, user, "subscriber offered");
-        Ok(Answer { session, sdp })
+        Ok(Answer {
+            session,
+            sdp,
+            recording: None,
+        })
     }
 
     fn insert(
@@ -647,6 +707,16 @@ impl Endpoint {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
+        if let Role::Publisher { recorder, .. } = &mut peer.role
+            && let Some(recorder) = recorder.take()
+        {
+            // Closing waits for the writer thread to flush: not on this loop.
+            let (events, room) = (self.events.clone(), peer.room);
+            tokio::task::spawn_blocking(move || {
+                let dir = recorder.finish();
+                let _ = events.send(MediaEvent::RecordingFinished { room, dir });
+            });
+        }
         tracing::debug!(
             room = peer.room,
             user = peer.user,
@@ -827,12 +897,18 @@ impl Endpoint {
         let Some(codec) = track.codec(ssrc).cloned() else {
             return;
         };
-        let Role::Publisher { tracks, .. } = &mut peer.role else {
+        let Role::Publisher {
+            tracks, recorder, ..
+        } = &mut peer.role
+        else {
             return;
         };
         // Simulcast layers open one by one on the same track; the first one of a kind is used.
         if tracks.iter().any(|t| t.kind == kind) {
             return;
+        }
+        if let Some(recorder) = recorder {
+            recorder.codec(record_kind(kind), &codec.mime_type, codec.clock_rate);
         }
         tracing::info!(room, user, kind = kind_name(kind), codec = %codec.mime_type, "publishing");
         tracks.push(Track {
@@ -862,7 +938,9 @@ impl Endpoint {
     fn forward(&mut self, now: Instant, publisher: PeerId, media: Vec<(String, rtp::Packet)>) {
         let Some(Peer {
             room,
-            role: Role::Publisher { tracks, .. },
+            role: Role::Publisher {
+                tracks, recorder, ..
+            },
             ..
         }) = self.peers.get(&publisher)
         else {
@@ -876,6 +954,9 @@ impl Endpoint {
             };
             if packet.header.ssrc != track.ssrc {
                 continue; // another simulcast layer
+            }
+            if let Some(recorder) = recorder {
+                recorder.packet(now, record_kind(track.kind), &packet);
             }
             // Each subscriber negotiated its own extension ids: send none.
             packet.header.extension = false;
@@ -929,7 +1010,10 @@ impl Endpoint {
         let Some(peer) = self.peers.get_mut(&publisher) else {
             return;
         };
-        let Role::Publisher { tracks, keyframes } = &mut peer.role else {
+        let Role::Publisher {
+            tracks, keyframes, ..
+        } = &mut peer.role
+        else {
             return;
         };
         if keyframes.request(now) {

@@ -12,11 +12,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::{Extension, Json, Router};
-use foundation::http::extract::{ApiPath, CurrentUser};
+use foundation::http::extract::{ApiPath, ApiQuery, CurrentUser};
 use foundation::{ApiError, AppState, ErrorCode};
+use serde::Deserialize;
 
 use crate::access::{Intent, RoomAccess};
 use crate::endpoint::{Media, SessionKind};
+use crate::replays::Replays;
 
 /// Largest SDP offer accepted (browsers send a few KB; simulcast offers stay well below this).
 const MAX_OFFER_BYTES: usize = 64 * 1024;
@@ -50,19 +52,37 @@ impl IceServers {
 #[derive(Clone)]
 struct MediaRoutes {
     media: Media,
+    replays: Replays,
     access: Arc<dyn RoomAccess>,
     ice: IceServers,
 }
 
+/// `POST /whip/{room}?record=true`: record this session (live classes always are).
+#[derive(Debug, Default, Deserialize)]
+struct WhipQuery {
+    record: Option<bool>,
+}
+
 /// The WHIP/WHEP routes, and `GET /api/v1/media/stats` for administrators.
-pub fn router(media: Media, access: Arc<dyn RoomAccess>, ice: IceServers) -> Router<AppState> {
+pub fn router(
+    media: Media,
+    replays: Replays,
+    access: Arc<dyn RoomAccess>,
+    ice: IceServers,
+) -> Router<AppState> {
     Router::new()
         .route("/whip/{room}", post(whip))
         .route("/whep/{room}", post(whep))
         .route("/whip/{room}/{session}", delete(end_whip).patch(no_trickle))
         .route("/whep/{room}/{session}", delete(end_whep).patch(no_trickle))
         .route("/api/v1/media/stats", axum::routing::get(stats))
-        .layer(Extension(MediaRoutes { media, access, ice }))
+        .merge(crate::replays::router(replays.clone(), access.clone()))
+        .layer(Extension(MediaRoutes {
+            media,
+            replays,
+            access,
+            ice,
+        }))
 }
 
 fn check_sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
@@ -99,6 +119,7 @@ async fn open(
     kind: SessionKind,
     principal: foundation::identity::Principal,
     room: i64,
+    record: bool,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -107,11 +128,18 @@ async fn open(
         SessionKind::Publish => Intent::Publish,
         SessionKind::Play => Intent::Play,
     };
-    routes.access.authorize(&principal, room, intent).await?;
+    let info = routes.access.authorize(&principal, room, intent).await?;
+    let record = kind == SessionKind::Publish && (record || info.always_recorded);
     let answer = routes
         .media
-        .open(kind, room, principal.account_id, offer)
+        .open(kind, room, principal.account_id, offer, record)
         .await?;
+    if let Some(dir) = &answer.recording {
+        routes
+            .replays
+            .recording(room, info.class_id, principal.account_id, dir)
+            .await?;
+    }
     let prefix = match kind {
         SessionKind::Publish => "whip",
         SessionKind::Play => "whep",
@@ -142,10 +170,21 @@ async fn whip(
     Extension(routes): Extension<MediaRoutes>,
     CurrentUser(principal): CurrentUser,
     ApiPath(room): ApiPath<i64>,
+    ApiQuery(query): ApiQuery<WhipQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    open(routes, SessionKind::Publish, principal, room, headers, body).await
+    let record = query.record.unwrap_or(false);
+    open(
+        routes,
+        SessionKind::Publish,
+        principal,
+        room,
+        record,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn whep(
@@ -155,7 +194,16 @@ async fn whep(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    open(routes, SessionKind::Play, principal, room, headers, body).await
+    open(
+        routes,
+        SessionKind::Play,
+        principal,
+        room,
+        false,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn end_whip(

@@ -11,8 +11,12 @@ pub mod access;
 pub mod endpoint;
 pub mod http;
 mod keyframe;
+pub mod package;
 mod peer;
+mod recording;
+pub mod replays;
 
-pub use access::{Intent, RoomAccess};
+pub use access::{Intent, RoomAccess, RoomInfo};
 pub use endpoint::{Media, MediaConfig, MediaEvent, MediaStats, SessionKind, TrackInfo};
 pub use http::router;
+pub use replays::Replays;

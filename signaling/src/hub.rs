@@ -185,15 +185,24 @@ impl Hub {
         }
     }
 
-    /// The role `principal` has in `room`, and the room's kind (404 when they may not enter).
+    /// The role `principal` has in `room`, the room's kind and class (404 when they may not
+    /// enter).
     pub async fn member_role(
         &self,
         principal: &Principal,
         room: RoomId,
-    ) -> Result<(MemberRole, crate::store::RoomKind), ApiError> {
+    ) -> Result<(MemberRole, crate::store::RoomKind, i64), ApiError> {
         let record = self.record(room).await?;
         let role = self.role_in(principal, &record).await?;
-        Ok((role, record.kind))
+        Ok((role, record.kind, record.class_id))
+    }
+
+    /// Whether `principal` may see `class` (its organisation scope).
+    pub async fn class_visible(&self, principal: &Principal, class: i64) -> Result<bool, ApiError> {
+        self.app
+            .org
+            .class_visible(&Scope::of(principal), class)
+            .await
     }
 
     pub async fn role_in(

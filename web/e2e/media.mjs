@@ -7,6 +7,9 @@
 //   DEMO_PASSWORD=... [BASE_URL=http://127.0.0.1:18080] [CHROMIUM=/usr/bin/chromium] node media.mjs
 
 import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { execFileSync } from 'node:child_process'
 import { chromium } from 'playwright-core'
 
 const BASE_URL = process.env.BASE_URL || 'http://127.0.0.1:18080'
@@ -50,7 +53,7 @@ function assert(cond, message) {
 }
 
 // Runs in the page: publishes the fake camera and microphone by WHIP.
-async function publish({ room, token }) {
+async function publish({ room, token, query = '' }) {
   const stream = await navigator.mediaDevices.getUserMedia({
     video: { width: 640, height: 360, frameRate: 30 },
     audio: true,
@@ -63,7 +66,7 @@ async function publish({ room, token }) {
     pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve())
     setTimeout(resolve, 2000)
   })
-  const res = await fetch(`/whip/${room}`, {
+  const res = await fetch(`/whip/${room}${query}`, {
     method: 'POST',
     headers: { 'content-type': 'application/sdp', authorization: `Bearer ${token}` },
     body: pc.localDescription.sdp,
@@ -222,6 +225,52 @@ async function main() {
     assert(stats.json.publishers === 0 && stats.json.subscribers === 0, `left behind: ${JSON.stringify(stats.json)}`)
   })
 
+  await test('a recorded live becomes a replay: listed, served with ranges, the right duration', async () => {
+    const started = Date.now()
+    const session = await hostPage.evaluate(publish, { room, token: host, query: '?record=true' })
+    await hostPage.waitForTimeout(4000)
+    const res = await fetch(BASE_URL + session.location, { method: 'DELETE', headers: { authorization: `Bearer ${host}` } })
+    assert(res.status === 200, `DELETE ${res.status}`)
+    const recordedMs = Date.now() - started
+    let replay = null
+    const deadline = Date.now() + 30000
+    while (Date.now() < deadline) {
+      const list = await api(`/api/v1/rooms/${room}/replays`, { token: viewer })
+      assert(list.status === 200, `list ${list.status} ${JSON.stringify(list.json)}`)
+      replay = list.json[0]
+      if (replay && (replay.status === 'ready' || replay.status === 'failed')) break
+      await new Promise((r) => setTimeout(r, 250))
+    }
+    assert(replay?.status === 'ready', `replay: ${JSON.stringify(replay)}`)
+    const packagedIn = (replay.ready_at - replay.ended_at) / 1000
+    console.log(`    ${replay.duration_ms} ms recorded (about ${recordedMs} ms published), ${replay.bytes} bytes, packaged ${packagedIn.toFixed(2)} s after the end`)
+    assert(Math.abs(replay.duration_ms - 4000) < 1500, `duration ${replay.duration_ms}`)
+    const classList = await api(`/api/v1/classes/${replay.class_id}/replays`, { token: viewer })
+    assert(classList.status === 200 && classList.json.some((r) => r.id === replay.id), 'listed for the class')
+    // Range requests, for seeking in the player.
+    const part = await fetch(BASE_URL + replay.url, { headers: { authorization: `Bearer ${viewer}`, range: 'bytes=0-99' } })
+    assert(part.status === 206, `range: ${part.status}`)
+    assert((await part.arrayBuffer()).byteLength === 100, 'range length')
+    assert(part.headers.get('content-type') === 'video/webm', part.headers.get('content-type'))
+    const whole = await fetch(BASE_URL + replay.url, { headers: { authorization: `Bearer ${viewer}` } })
+    assert(whole.status === 200, `file: ${whole.status}`)
+    const file = path.join(os.tmpdir(), `livecamp-replay-${replay.id}.webm`)
+    fs.writeFileSync(file, Buffer.from(await whole.arrayBuffer()))
+    const probe = JSON.parse(
+      execFileSync('ffprobe', ['-v', 'error', '-show_entries', 'format=duration:stream=codec_name', '-of', 'json', file]).toString(),
+    )
+    fs.rmSync(file)
+    const codecs = probe.streams.map((x) => x.codec_name).sort()
+    const seconds = Number(probe.format.duration)
+    console.log(`    ffprobe: ${codecs.join(' + ')}, ${seconds.toFixed(2)} s`)
+    assert(JSON.stringify(codecs) === JSON.stringify(['opus', 'vp8']), `codecs ${codecs}`)
+    assert(Math.abs(seconds - 4) < 1.5, `ffprobe duration ${seconds}`)
+    const missing = await fetch(`${BASE_URL}/api/v1/replays/99999`, { headers: { authorization: `Bearer ${viewer}` } })
+    assert(missing.status === 404, `unknown replay: ${missing.status}`)
+    const anonymous = await fetch(BASE_URL + replay.url)
+    assert(anonymous.status === 401, `no token: ${anonymous.status}`)
+  })
+
   await test('room page: the host turns the camera on, a classmate sees and hears it, the host turns it off', async () => {
     const uiLogin = async (page, username) => {
       await page.goto(BASE_URL + '/login')
@@ -259,6 +308,9 @@ async function main() {
     await viewerUi.screenshot({ path: `${process.env.SCREENSHOT_DIR || '.'}/media-viewer-phone.png` })
     await hostUi.getByTestId('camera-toggle').click()
     await viewerUi.locator('[data-testid="video-text"]').waitFor({ timeout: 10000 })
+    // The replay recorded earlier in this room is listed under the stage, playable.
+    await viewerUi.locator('[data-testid="replay"][data-status="ready"] video').first().waitFor({ timeout: 10000 })
+    await viewerUi.screenshot({ path: `${process.env.SCREENSHOT_DIR || '.'}/media-replays-phone.png`, fullPage: true })
     const stats = await api('/api/v1/media/stats', { token: await login('admin') })
     assert(stats.json.publishers === 0 && stats.json.subscribers === 0, `left behind: ${JSON.stringify(stats.json)}`)
     await hostCtx.close()

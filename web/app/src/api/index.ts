@@ -20,6 +20,7 @@ import type {
   Page,
   Region,
   Role,
+  Replay,
   RoomView,
   SensitiveWord,
   Settings,
@@ -62,6 +63,7 @@ export const api = {
   rooms: (live?: boolean) => request<RoomView[]>('GET', `${V1}/rooms`, { query: { live: live === undefined ? undefined : String(live) } }),
   room: (id: Id) => request<RoomView>('GET', `${V1}/rooms/${seg(id)}`),
   createRoom: (body: CreateRoomRequest) => request<RoomView>('POST', `${V1}/rooms`, { body }),
+  roomReplays: (id: Id) => request<Replay[]>('GET', `${V1}/rooms/${seg(id)}/replays`),
 
   // Platform administration
   accounts: (q: AccountQuery = {}) =>

@@ -235,6 +235,25 @@ export interface RoomView {
   ended_at: string | null
 }
 
+/** A recorded live (docs/media.md): packaged into a file after the live. */
+export interface Replay {
+  id: number
+  room_id: number
+  class_id: number
+  publisher_id: number
+  status: 'recording' | 'packaging' | 'ready' | 'failed'
+  content_type: string | null
+  duration_ms: number | null
+  bytes: number | null
+  error: string | null
+  /** Unix ms */
+  started_at: number
+  ended_at: number | null
+  ready_at: number | null
+  /** Where to play it, once ready. */
+  url: string | null
+}
+
 export interface CreateRoomRequest {
   class_id: Id
   kind: RoomKind

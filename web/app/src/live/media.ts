@@ -60,12 +60,13 @@ function ender(pc: RTCPeerConnection, location: string): () => Promise<void> {
   }
 }
 
-/** Publishes `stream` (camera and microphone) into the room. */
-export async function publish(room: number, stream: MediaStream): Promise<MediaSession> {
+/** Publishes `stream` (camera and microphone) into the room; `record` asks for a replay (live
+ *  classes are always recorded). */
+export async function publish(room: number, stream: MediaStream, record = false): Promise<MediaSession> {
   const pc = new RTCPeerConnection()
   for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] })
   try {
-    const location = await negotiate(`/whip/${room}`, pc)
+    const location = await negotiate(`/whip/${room}${record ? '?record=true' : ''}`, pc)
     return { pc, stop: ender(pc, location) }
   } catch (e) {
     pc.close()
