@@ -9,6 +9,7 @@ mod hub;
 mod hub_cluster;
 mod hub_reconnect;
 mod proc_stats;
+mod sfu;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,9 @@ enum Command {
     /// One room across several nodes sharing Redis, viewers held by several child processes.
     #[command(name = "hub-cluster")]
     Cluster(hub_cluster::ClusterArgs),
+    /// One publisher (WHIP) to N subscribers (WHEP): forwarded packets per SFU CPU-second.
+    #[command(name = "sfu-fanout")]
+    Sfu(sfu::SfuArgs),
     /// (Started by hub-cluster) one slice of the viewers.
     #[command(name = "hub-viewers", hide = true)]
     Viewers(hub_cluster::ViewersArgs),
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             Command::Reconnect(args) => hub_reconnect::reconnect(args).await,
             Command::Cluster(args) => hub_cluster::cluster(args).await,
             Command::Viewers(args) => hub_cluster::viewers(args).await,
+            Command::Sfu(args) => sfu::sfu(args).await,
         }
     })
 }

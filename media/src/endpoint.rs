@@ -107,6 +107,8 @@ pub struct MediaStats {
     pub received_rtp: u64,
     pub forwarded_rtp: u64,
     pub keyframe_requests: u64,
+    /// Handler panics caught (each dropped the peer it was handling).
+    pub panics: u64,
 }
 
 /// A session created by WHIP or WHEP.
@@ -183,6 +185,7 @@ impl Media {
             events: events.clone(),
             out: Vec::new(),
             stats: MediaStats::default(),
+            current: None,
         };
         tokio::spawn(endpoint.run(Arc::new(socket), receiver));
         tracing::info!(%local, %candidate, "media endpoint listening");
@@ -332,6 +335,8 @@ struct Endpoint {
     /// Datagrams to send, in order.
     out: Vec<(SocketAddr, BytesMut)>,
     stats: MediaStats,
+    /// The peer whose input is being handled (to drop it if its handling panics).
+    current: Option<PeerId>,
 }
 
 enum Wake {
@@ -380,14 +385,28 @@ impl Endpoint {
                 _ = tick.tick() => Wake::Tick,
             };
             let now = Instant::now();
-            match wake {
-                Wake::Command(None) => break,
+            if let Wake::Command(None) = wake {
+                break;
+            }
+            // A bug triggered by one peer's input must not end media for every room: the
+            // peer is dropped and the loop goes on. (The state of the other peers is not
+            // touched by a handler that panics half-way through one peer.)
+            let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match wake {
+                Wake::Command(None) => {}
                 Wake::Command(Some(command)) => self.command(now, command),
                 Wake::Datagram(Ok((n, from))) => self.datagram(now, from, &buf[..n]),
                 // ICMP errors of earlier sends surface here on Linux; nothing to do.
                 Wake::Datagram(Err(e)) => tracing::debug!(error = %e, "media socket receive"),
                 Wake::Tick => self.timers(now),
+            }));
+            if handled.is_err() {
+                self.stats.panics += 1;
+                if let Some(id) = self.current.take() {
+                    tracing::error!(peer = id, "media handler panicked; dropping the peer");
+                    self.remove(id, "a handler panicked");
+                }
             }
+            self.current = None;
             for (to, datagram) in self.out.drain(..) {
                 if let Err(e) = socket.send_to(&datagram, to).await {
                     tracing::debug!(%to, error = %e, "media socket send");
@@ -774,6 +793,7 @@ impl Endpoint {
             self.stats.unroutable_datagrams += 1;
             return;
         };
+        self.current = Some(id);
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -1061,6 +1081,7 @@ impl Endpoint {
             }
         }
         for id in due {
+            self.current = Some(id);
             if let Some(peer) = self.peers.get_mut(&id) {
                 let _ = peer.pc.handle_timeout(now);
             }

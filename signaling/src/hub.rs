@@ -527,13 +527,15 @@ impl Hub {
 /// Size of the future that serves one socket (for the idle-memory test).
 #[cfg(test)]
 fn serve_future_size() -> usize {
-    fn size<F: std::future::Future>(_: fn() -> F) -> usize {
+    fn size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
     }
     // Never called: only its future's type is measured.
-    fn make() -> impl std::future::Future<Output = ()> {
-        let never: Option<(Arc<Hub>, WebSocket, Arc<Principal>)> = None;
-        let (hub, socket, principal) = never.expect("never called");
+    fn make(
+        hub: Arc<Hub>,
+        socket: WebSocket,
+        principal: Arc<Principal>,
+    ) -> impl std::future::Future<Output = ()> {
         hub.serve(socket, principal)
     }
     size(make)

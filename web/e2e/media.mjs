@@ -271,6 +271,27 @@ async function main() {
     assert(anonymous.status === 401, `no token: ${anonymous.status}`)
   })
 
+  await test('a publisher that vanishes is removed after the ICE timeout, and its players with it', async () => {
+    const crashPage = await (await browser.newContext()).newPage()
+    await crashPage.goto(BASE_URL + '/healthz')
+    await crashPage.evaluate(publish, { room, token: host })
+    const r = await viewerPage.evaluate(play, { room, token: viewer })
+    assert(r.framesDecoded > 0, 'playing before the crash')
+    const admin = await login('admin')
+    let stats = await api('/api/v1/media/stats', { token: admin })
+    assert(stats.json.publishers === 1 && stats.json.subscribers === 1, JSON.stringify(stats.json))
+    // The publisher's renderer dies: no DELETE, no DTLS close, just silence.
+    const t0 = Date.now()
+    await crashPage.goto('chrome://crash').catch(() => {})
+    while (Date.now() - t0 < 30000) {
+      stats = await api('/api/v1/media/stats', { token: admin })
+      if (stats.json.publishers === 0 && stats.json.subscribers === 0) break
+      await new Promise((res) => setTimeout(res, 500))
+    }
+    console.log(`    removed ${((Date.now() - t0) / 1000).toFixed(1)} s after the publisher vanished`)
+    assert(stats.json.publishers === 0 && stats.json.subscribers === 0, `left behind: ${JSON.stringify(stats.json)}`)
+  })
+
   await test('room page: the host turns the camera on, a classmate sees and hears it, the host turns it off', async () => {
     const uiLogin = async (page, username) => {
       await page.goto(BASE_URL + '/login')

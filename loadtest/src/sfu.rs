@@ -1,0 +1,548 @@
+//! SFU fan-out benchmark: one publisher sends a synthetic 720p-sized stream (about 1.5 Mbit/s of
+//! video in 30 frames a second, plus Opus-sized audio) by WHIP; N subscribers play it by WHEP.
+//!
+//! Every client is a real WebRTC peer (the `rtc` crate: ICE, DTLS, SRTP), but a subscriber stops
+//! feeding its connection once it is connected and only counts the SRTP packets that arrive, so
+//! it costs the generator a `recv` per packet, far less than the SFU's work per packet (RTP
+//! rewrite, NACK buffer, SRTP encryption, `send`). The SFU is not told: it sees ordinary players.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use serde_json::{Value, json};
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+
+use crate::proc_stats;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SfuArgs {
+    /// Server base URL.
+    #[arg(long)]
+    base: String,
+    /// The server's process id (CPU time).
+    #[arg(long)]
+    server_pid: u32,
+    /// The demo password.
+    #[arg(long)]
+    password: String,
+    /// Subscribers.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Measured seconds, after every subscriber is connected and a warm-up second.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Video bitrate in kbit/s.
+    #[arg(long, default_value_t = 1500)]
+    video_kbps: u64,
+}
+
+type Res<T> = anyhow::Result<T>;
+
+fn rtc_err(e: rtc::shared::error::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+fn new_pc() -> Res<RTCPeerConnection> {
+    let mut engine = MediaEngine::default();
+    engine.register_default_codecs().map_err(rtc_err)?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine).map_err(rtc_err)?;
+    RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .build(Instant::now())
+        .map_err(rtc_err)
+}
+
+/// Offers, posts the offer to `path`, applies the answer.
+async fn negotiate(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: &str,
+    pc: &mut RTCPeerConnection,
+    local: SocketAddr,
+) -> Res<()> {
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(rtc_err)?;
+    pc.add_local_candidate(RTCIceCandidate::from(&host).to_json().map_err(rtc_err)?)
+        .map_err(rtc_err)?;
+    let offer = pc.create_offer(None).map_err(rtc_err)?;
+    pc.set_local_description(Instant::now(), offer)
+        .map_err(rtc_err)?;
+    let sdp = pc
+        .local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| anyhow::anyhow!("no offer"))?;
+    let response = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .header("content-type", "application/sdp")
+        .body(sdp)
+        .send()
+        .await?;
+    let status = response.status();
+    let answer = response.text().await?;
+    anyhow::ensure!(status.as_u16() == 201, "POST {path}: {status} {answer}");
+    pc.set_remote_description(
+        Instant::now(),
+        RTCSessionDescription::answer(answer).map_err(rtc_err)?,
+    )
+    .map_err(rtc_err)?;
+    Ok(())
+}
+
+/// Drives one peer connection's handshake over `socket`; with `count`, stops feeding media
+/// once connected and counts RTP datagrams instead.
+struct Driver {
+    pc: RTCPeerConnection,
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    connected: bool,
+}
+
+impl Driver {
+    async fn flush(&mut self) {
+        while let Some(out) = self.pc.poll_write() {
+            let _ = self
+                .socket
+                .send_to(&out.message, out.transport.peer_addr)
+                .await;
+        }
+        while let Some(event) = self.pc.poll_event() {
+            if let rtc::peer_connection::event::RTCPeerConnectionEvent::OnConnectionStateChangeEvent(
+                state,
+            ) = event
+            {
+                self.connected = state == RTCPeerConnectionState::Connected;
+            }
+        }
+        while self.pc.poll_read().is_some() {}
+    }
+
+    fn feed(&mut self, from: SocketAddr, data: &[u8]) {
+        let _ = self.pc.handle_read(TaggedBytesMut {
+            now: Instant::now(),
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        });
+    }
+
+    fn timeout(&mut self) -> Duration {
+        let now = Instant::now();
+        match self.pc.poll_timeout() {
+            Some(at) if at <= now => {
+                let _ = self.pc.handle_timeout(now);
+                Duration::ZERO
+            }
+            Some(at) => (at - now).min(Duration::from_millis(100)),
+            None => Duration::from_millis(100),
+        }
+    }
+}
+
+/// The measured window, exact to the packet: the publisher numbers its packets (RTP sequence
+/// numbers, which the SFU forwards unchanged and SRTP leaves in clear), counts what it sends
+/// from `lo` on, and stops sending at the end; subscribers count what arrives from `lo` on.
+#[derive(Default)]
+struct Window {
+    start: AtomicBool,
+    started: AtomicBool,
+    end: AtomicBool,
+    /// Per track (video, audio): the first sequence number in the window.
+    lo: [AtomicU32; 2],
+    /// Per track: packets sent in the window.
+    sent: [AtomicU64; 2],
+}
+
+impl Window {
+    /// Whether a received RTP packet was sent inside the window.
+    fn counts(&self, data: &[u8]) -> bool {
+        if !self.started.load(Ordering::Acquire) {
+            return false;
+        }
+        let track = usize::from(data.len() < 600); // video packets are ~1,100 bytes, audio ~150
+        let seq = u16::from_be_bytes([data[2], data[3]]);
+        let lo = self.lo[track].load(Ordering::Relaxed) as u16;
+        seq.wrapping_sub(lo) < 32_768
+    }
+}
+
+/// RTP (not RTCP) by RFC 7983 / 5761: first byte 128–191, payload type outside 64–95.
+fn is_rtp(data: &[u8]) -> bool {
+    data.len() > 12 && (128..=191).contains(&data[0]) && !(192..=223).contains(&data[1])
+}
+
+async fn login(http: &reqwest::Client, base: &str, user: &str, password: &str) -> Res<String> {
+    let body: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    body["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("login {user}: {body}"))
+}
+
+pub async fn sfu(args: SfuArgs) -> Res<()> {
+    let http = reqwest::Client::new();
+    let base = args.base.trim_end_matches('/').to_owned();
+    let host = login(&http, &base, "trainee01", &args.password).await?;
+    let mut viewers = Vec::new();
+    for i in 2..=30 {
+        viewers.push(login(&http, &base, &format!("trainee{i:02}"), &args.password).await?);
+    }
+    let classes: Value = http
+        .get(format!("{base}/api/v1/classes"))
+        .bearer_auth(&host)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let room: Value = http
+        .post(format!("{base}/api/v1/rooms"))
+        .bearer_auth(&host)
+        .json(&json!({"class_id": classes[0]["id"], "kind": "live_commerce", "title": "SFU 压测"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let room = room["id"]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("room: {room}"))?;
+
+    // The publisher.
+    let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    let local = socket.local_addr()?;
+    let mut pc = new_pc()?;
+    let mut senders: Vec<(RtpCodecKind, RTCRtpSenderId, u32)> = Vec::new();
+    for (kind, mime, clock_rate, channels, fmtp) in [
+        (RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0, ""),
+        (
+            RtpCodecKind::Audio,
+            MIME_TYPE_OPUS,
+            48_000,
+            2,
+            "minptime=10;useinbandfec=1",
+        ),
+    ] {
+        let ssrc = rand::random::<u32>();
+        let codec = RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: vec![],
+        };
+        let track = MediaStreamTrack::new(
+            "bench".to_owned(),
+            format!("bench-{mime}"),
+            format!("bench-{mime}"),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        );
+        senders.push((kind, pc.add_track(track).map_err(rtc_err)?, ssrc));
+    }
+    negotiate(
+        &http,
+        &base,
+        &format!("/whip/{room}"),
+        &host,
+        &mut pc,
+        local,
+    )
+    .await?;
+    let mut payload_types = Vec::new();
+    for (kind, sender, ssrc) in &senders {
+        let mut handle = pc
+            .rtp_sender(*sender)
+            .ok_or_else(|| anyhow::anyhow!("no sender"))?;
+        let pt = handle
+            .get_parameters()
+            .rtp_parameters
+            .codecs
+            .first()
+            .map(|c| c.payload_type)
+            .ok_or_else(|| anyhow::anyhow!("no negotiated codec"))?;
+        payload_types.push((*kind, *sender, *ssrc, pt));
+    }
+    let mut publisher = Driver {
+        pc,
+        socket: socket.clone(),
+        local,
+        connected: false,
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let window = Arc::new(Window::default());
+    let publishing = {
+        let (sent, stop, window) = (sent.clone(), stop.clone(), window.clone());
+        let video_kbps = args.video_kbps;
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let started = Instant::now();
+            let (mut frames, mut audio) = (0u64, 0u64);
+            let mut seq = [0u16; 2];
+            let per_frame_bytes = (video_kbps * 1000 / 8 / 30) as usize;
+            let packets_per_frame = per_frame_bytes.div_ceil(1100).max(1);
+            let filler = Bytes::from(vec![0x5au8; 1100]);
+            while !stop.load(Ordering::Relaxed) {
+                let wait = publisher.timeout();
+                tokio::select! {
+                    received = publisher.socket.recv_from(&mut buf) => {
+                        if let Ok((n, from)) = received {
+                            publisher.feed(from, &buf[..n]);
+                        }
+                    }
+                    _ = tokio::time::sleep(wait.min(Duration::from_millis(5))) => {}
+                }
+                if window.start.load(Ordering::Relaxed) && !window.started.load(Ordering::Relaxed) {
+                    for (i, next) in seq.iter().enumerate() {
+                        window.lo[i].store(u32::from(next.wrapping_add(1)), Ordering::Relaxed);
+                    }
+                    window.started.store(true, Ordering::Release);
+                }
+                let sending = !window.end.load(Ordering::Relaxed);
+                if publisher.connected && sending {
+                    let elapsed = started.elapsed();
+                    let now = Instant::now();
+                    for (i, &(kind, sender, ssrc, pt)) in payload_types.iter().enumerate() {
+                        let (due, count, clock) = match kind {
+                            RtpCodecKind::Video => (
+                                &mut frames,
+                                (elapsed.as_millis() as u64 * 30) / 1000,
+                                90_000u64,
+                            ),
+                            _ => (&mut audio, (elapsed.as_millis() as u64) / 20, 48_000u64),
+                        };
+                        while *due < count {
+                            *due += 1;
+                            let ts = (*due * clock
+                                / if kind == RtpCodecKind::Video { 30 } else { 50 })
+                                as u32;
+                            let n = if kind == RtpCodecKind::Video {
+                                packets_per_frame
+                            } else {
+                                1
+                            };
+                            for p in 0..n {
+                                seq[i] = seq[i].wrapping_add(1);
+                                let mut payload = BytesMut::new();
+                                // VP8 payload descriptor: S bit on the first packet of a frame.
+                                payload.extend_from_slice(&[if p == 0 { 0x10 } else { 0x00 }]);
+                                let size = if kind == RtpCodecKind::Video {
+                                    1100
+                                } else {
+                                    120
+                                };
+                                payload.extend_from_slice(&filler[..size]);
+                                let packet = rtc::rtp::Packet {
+                                    header: rtc::rtp::Header {
+                                        version: 2,
+                                        marker: p + 1 == n,
+                                        payload_type: pt,
+                                        sequence_number: seq[i],
+                                        timestamp: ts,
+                                        ssrc,
+                                        ..Default::default()
+                                    },
+                                    payload: payload.freeze(),
+                                };
+                                if let Some(mut s) = publisher.pc.rtp_sender(sender)
+                                    && s.write_rtp(now, packet).is_ok()
+                                {
+                                    sent.fetch_add(1, Ordering::Relaxed);
+                                    if window.started.load(Ordering::Relaxed) {
+                                        window.sent[i].fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                publisher.flush().await;
+            }
+        })
+    };
+    // Wait for the publisher's tracks to open at the SFU.
+    let ready = Instant::now();
+    while sent.load(Ordering::Relaxed) < 100 {
+        anyhow::ensure!(
+            ready.elapsed() < Duration::from_secs(10),
+            "the publisher did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The subscribers.
+    let received = Arc::new(AtomicU64::new(0));
+    let connected = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(Semaphore::new(32));
+    let mut tasks = Vec::new();
+    let join_started = Instant::now();
+    for i in 0..args.subscribers {
+        let (http, base, token) = (
+            http.clone(),
+            base.clone(),
+            viewers[i % viewers.len()].clone(),
+        );
+        let (received, connected, window, stop, gate) = (
+            received.clone(),
+            connected.clone(),
+            window.clone(),
+            stop.clone(),
+            gate.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+            let local = socket.local_addr()?;
+            let mut pc = new_pc()?;
+            for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+                pc.add_transceiver_from_kind(
+                    kind,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        streams: vec![],
+                        send_encodings: vec![],
+                    }),
+                )
+                .map_err(rtc_err)?;
+            }
+            {
+                let _permit = gate.acquire().await?;
+                negotiate(
+                    &http,
+                    &base,
+                    &format!("/whep/{room}"),
+                    &token,
+                    &mut pc,
+                    local,
+                )
+                .await?;
+            }
+            let mut driver = Driver {
+                pc,
+                socket,
+                local,
+                connected: false,
+            };
+            let mut buf = vec![0u8; 2048];
+            let mut counted = false;
+            while !stop.load(Ordering::Relaxed) {
+                let wait = driver.timeout();
+                tokio::select! {
+                    got = driver.socket.recv_from(&mut buf) => {
+                        let Ok((n, from)) = got else { continue };
+                        if driver.connected && is_rtp(&buf[..n]) {
+                            if window.counts(&buf[..n]) {
+                                received.fetch_add(1, Ordering::Relaxed);
+                            }
+                            continue;
+                        }
+                        driver.feed(from, &buf[..n]);
+                    }
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                driver.flush().await;
+                if driver.connected && !counted {
+                    counted = true;
+                    connected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (connected.load(Ordering::Relaxed) as usize) < args.subscribers
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let join_seconds = join_started.elapsed().as_secs_f64();
+    let subscribers = connected.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let cpu_start = proc_stats::cpu_seconds(args.server_pid)?;
+    let window_started = Instant::now();
+    window.start.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    window.end.store(true, Ordering::Relaxed);
+    let wall = window_started.elapsed().as_secs_f64();
+    // What was sent last is still on its way (and may be retransmitted): wait for it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu = proc_stats::cpu_seconds(args.server_pid)? - cpu_start;
+    let sent_in_window: u64 = window.sent.iter().map(|s| s.load(Ordering::Relaxed)).sum();
+    let rss = proc_stats::rss_bytes(args.server_pid)?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = publishing.await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    let received = received.load(Ordering::Relaxed);
+    let expected = sent_in_window * subscribers;
+    let result = json!({
+        "benchmark": "sfu-fanout",
+        "subscribers_requested": args.subscribers,
+        "subscribers": subscribers,
+        "join_seconds": join_seconds,
+        "video_kbps": args.video_kbps,
+        "window_seconds": wall,
+        "published_packets": sent_in_window,
+        "forwarded_packets": received,
+        "expected_packets": expected,
+        "loss": if expected > 0 { 1.0 - received as f64 / expected as f64 } else { 0.0 },
+        "server_cpu_seconds": cpu,
+        "forwarded_per_cpu_second": if cpu > 0.0 { received as f64 / cpu } else { 0.0 },
+        "cpu_us_per_packet": if received > 0 { cpu * 1e6 / received as f64 } else { 0.0 },
+        "forwarded_per_second": received as f64 / wall,
+        "server_rss_mb": rss as f64 / 1_048_576.0,
+    });
+    println!("{result}");
+    Ok(())
+}
