@@ -4,7 +4,7 @@
 # subscribers complete ICE/DTLS and then only count SRTP packets (by sequence number, exactly).
 # Results: one JSON line per run in target/bench/sfu-*.jsonl and a table on stdout.
 #
-#   loadtest/bench-sfu.sh [seconds] [N ...]      (defaults: 10  250 500 700 850)
+#   loadtest/bench-sfu.sh [seconds] [N ...]      (defaults: 10  500 700 850 1000 1150)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-10}
 shift || true
 counts=("$@")
-[ ${#counts[@]} -gt 0 ] || counts=(250 500 700 850)
+[ ${#counts[@]} -gt 0 ] || counts=(500 700 850 1000 1150)
 out=target/bench
 mkdir -p "$out"
 results="$out/sfu-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
@@ -44,12 +44,12 @@ done
 python3 - "$results" <<'PY'
 import json, sys
 print()
-print("| subscribers | loss | forwarded packets/s | per SFU CPU-second | CPU µs / packet | SFU CPU in window | RSS MB |")
-print("|---|---|---|---|---|---|---|")
+print("| subscribers | loss | forwarded packets/s | per SFU CPU-second | CPU µs / packet | SFU CPU | connect p50 / max ms | RSS MB |")
+print("|---|---|---|---|---|---|---|---|")
 for line in open(sys.argv[1]):
     if not line.startswith('{'):
         continue
     r = json.loads(line)
     print(f"| {r['subscribers']} | {r['loss'] * 100:.2f} % | {r['forwarded_per_second']:,.0f} | {r['forwarded_per_cpu_second']:,.0f} | "
-          f"{r['cpu_us_per_packet']:.2f} | {r['server_cpu_seconds']:.2f} s | {r['server_rss_mb']:.0f} |")
+          f"{r['cpu_us_per_packet']:.2f} | {r['server_cpu_seconds']:.2f} s | {r['connect_p50_ms']} / {r['connect_max_ms']} | {r['server_rss_mb']:.0f} |")
 PY

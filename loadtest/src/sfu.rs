@@ -423,6 +423,8 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
     // The subscribers.
     let received = Arc::new(AtomicU64::new(0));
     let connected = Arc::new(AtomicU64::new(0));
+    // Offer → connected, per subscriber, in ms.
+    let join_times = Arc::new(std::sync::Mutex::new(Vec::new()));
     let gate = Arc::new(Semaphore::new(32));
     let mut tasks = Vec::new();
     let join_started = Instant::now();
@@ -432,12 +434,13 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
             base.clone(),
             viewers[i % viewers.len()].clone(),
         );
-        let (received, connected, window, stop, gate) = (
+        let (received, connected, window, stop, gate, join_times) = (
             received.clone(),
             connected.clone(),
             window.clone(),
             stop.clone(),
             gate.clone(),
+            join_times.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
@@ -454,6 +457,7 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
                 )
                 .map_err(rtc_err)?;
             }
+            let offered = Instant::now();
             {
                 let _permit = gate.acquire().await?;
                 negotiate(
@@ -493,6 +497,9 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
                 if driver.connected && !counted {
                     counted = true;
                     connected.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut times) = join_times.lock() {
+                        times.push(offered.elapsed().as_millis() as u64);
+                    }
                 }
             }
             anyhow::Ok(())
@@ -526,11 +533,22 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
     }
     let received = received.load(Ordering::Relaxed);
     let expected = sent_in_window * subscribers;
+    let mut times = join_times.lock().map(|t| t.clone()).unwrap_or_default();
+    times.sort_unstable();
+    let quantile = |q: f64| -> u64 {
+        if times.is_empty() {
+            return 0;
+        }
+        times[((times.len() - 1) as f64 * q).round() as usize]
+    };
     let result = json!({
         "benchmark": "sfu-fanout",
         "subscribers_requested": args.subscribers,
         "subscribers": subscribers,
         "join_seconds": join_seconds,
+        "connect_p50_ms": quantile(0.5),
+        "connect_p99_ms": quantile(0.99),
+        "connect_max_ms": quantile(1.0),
         "video_kbps": args.video_kbps,
         "window_seconds": wall,
         "published_packets": sent_in_window,

@@ -29,6 +29,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -43,13 +44,16 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::keyframe::KeyframeGate;
-use crate::peer::{IceCredentials, add_host_candidate, new_peer_connection};
+use crate::peer::{IceCredentials, PeerKind, add_host_candidate, new_peer_connection};
 use crate::recording::{Recorder, TrackKind};
+use crate::retransmit::RetransmitBuffer;
 
 /// Largest datagram read; WebRTC keeps packets under the path MTU (about 1,200 bytes).
 const MAX_DATAGRAM: usize = 2048;
 /// Keyframe requests to one publisher at most this often.
 const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
+/// Kernel buffer of the shared media socket, each way.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Timers of every connection are checked this often.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -109,6 +113,8 @@ pub struct MediaStats {
     pub keyframe_requests: u64,
     /// Handler panics caught (each dropped the peer it was handling).
     pub panics: u64,
+    /// Packets sent again for subscribers' NACKs, from the publishers' shared buffers.
+    pub retransmitted_rtp: u64,
 }
 
 /// A session created by WHIP or WHEP.
@@ -170,6 +176,20 @@ impl Media {
             .await
             .with_context(|| format!("cannot bind the media UDP port {}", config.bind))?;
         let local = socket.local_addr()?;
+        // Every peer shares this socket: a burst (a keyframe to hundreds of players, a wave of
+        // handshakes) must not overflow the kernel's default ~200 KB buffers, or DTLS
+        // handshakes back off for seconds and publishers' packets are lost for everyone.
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+        let granted = sock.recv_buffer_size().unwrap_or_default();
+        if granted < SOCKET_BUFFER_BYTES {
+            tracing::warn!(
+                granted,
+                wanted = SOCKET_BUFFER_BYTES,
+                "media socket buffer capped by the kernel: raise net.core.rmem_max and wmem_max"
+            );
+        }
         let candidate = SocketAddr::new(config.public_ip, local.port());
         let (commands, receiver) = mpsc::channel(1024);
         let (events, _) = broadcast::channel(256);
@@ -289,6 +309,8 @@ enum Role {
         tracks: Vec<Track>,
         keyframes: KeyframeGate,
         recorder: Option<Recorder>,
+        /// The last video packets, for every subscriber's NACKs.
+        video_history: RetransmitBuffer,
     },
     Subscriber {
         outgoing: Vec<Outgoing>,
@@ -516,7 +538,7 @@ impl Endpoint {
             }
         }
         let credentials = IceCredentials::random();
-        let mut pc = new_peer_connection(now, &credentials).map_err(|e| {
+        let mut pc = new_peer_connection(now, &credentials, PeerKind::Publisher).map_err(|e| {
             tracing::error!(error = %e, "creating a peer connection");
             unavailable()
         })?;
@@ -555,6 +577,7 @@ impl Endpoint {
                 tracks: Vec::new(),
                 keyframes: KeyframeGate::new(KEYFRAME_INTERVAL),
                 recorder,
+                video_history: RetransmitBuffer::new(),
             },
         );
         self.rooms.entry(room).or_default().publisher = Some(id);
@@ -596,7 +619,7 @@ impl Endpoint {
             return Err(ApiError::new(ErrorCode::NotPublishing));
         }
         let credentials = IceCredentials::random();
-        let mut pc = new_peer_connection(now, &credentials).map_err(|e| {
+        let mut pc = new_peer_connection(now, &credentials, PeerKind::Subscriber).map_err(|e| {
             tracing::error!(error = %e, "creating a peer connection");
             unavailable()
         })?;
@@ -835,15 +858,27 @@ impl Endpoint {
         }
         let mut media = Vec::new();
         let mut wants_keyframe = false;
+        let mut nacked: Vec<(u32, u16)> = Vec::new();
         while let Some(message) = peer.pc.poll_read() {
             match message.message {
                 RTCMessage::RtpPacket(track, packet) => media.push((track, packet)),
-                RTCMessage::RtcpPacket(_, packets) => {
-                    wants_keyframe |= matches!(peer.role, Role::Subscriber { .. })
-                        && packets.iter().any(|p| {
-                            let any = p.as_any();
-                            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-                        });
+                RTCMessage::RtcpPacket(_, packets)
+                    if matches!(peer.role, Role::Subscriber { .. }) =>
+                {
+                    for packet in &packets {
+                        let any = packet.as_any();
+                        wants_keyframe |=
+                            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>();
+                        if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                            for pair in &nack.nacks {
+                                nacked.extend(
+                                    pair.packet_list()
+                                        .into_iter()
+                                        .map(|seq| (nack.media_ssrc, seq)),
+                                );
+                            }
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -859,6 +894,52 @@ impl Endpoint {
         if wants_keyframe {
             self.request_keyframe(now, room);
         }
+        if !nacked.is_empty() {
+            self.retransmit(now, id, room, &nacked);
+        }
+    }
+
+    /// Answers a subscriber's NACKs from its publisher's retransmission buffer.
+    fn retransmit(&mut self, now: Instant, subscriber: PeerId, room: i64, nacked: &[(u32, u16)]) {
+        let Some(publisher) = self.rooms.get(&room).and_then(|r| r.publisher) else {
+            return;
+        };
+        let mut copies = Vec::with_capacity(nacked.len());
+        if let Some(Peer {
+            role: Role::Publisher { video_history, .. },
+            ..
+        }) = self.peers.get(&publisher)
+        {
+            for &(ssrc, seq) in nacked {
+                if let Some(packet) = video_history.get(seq) {
+                    copies.push((ssrc, packet.clone()));
+                }
+            }
+        }
+        let Some(Peer {
+            pc,
+            role: Role::Subscriber { outgoing },
+            ..
+        }) = self.peers.get_mut(&subscriber)
+        else {
+            return;
+        };
+        for (ssrc, mut packet) in copies {
+            let Some(out) = outgoing
+                .iter()
+                .find(|o| o.ssrc == ssrc && o.kind == RtpCodecKind::Video)
+            else {
+                continue;
+            };
+            packet.header.ssrc = out.ssrc;
+            packet.header.payload_type = out.payload_type;
+            if let Some(mut sender) = pc.rtp_sender(out.sender)
+                && sender.write_rtp(now, packet).is_ok()
+            {
+                self.stats.retransmitted_rtp += 1;
+            }
+        }
+        self.flush_writes(subscriber);
     }
 
     fn event(&mut self, now: Instant, id: PeerId, event: RTCPeerConnectionEvent) {
@@ -958,11 +1039,15 @@ impl Endpoint {
     fn forward(&mut self, now: Instant, publisher: PeerId, media: Vec<(String, rtp::Packet)>) {
         let Some(Peer {
             room,
-            role: Role::Publisher {
-                tracks, recorder, ..
-            },
+            role:
+                Role::Publisher {
+                    tracks,
+                    recorder,
+                    video_history,
+                    ..
+                },
             ..
-        }) = self.peers.get(&publisher)
+        }) = self.peers.get_mut(&publisher)
         else {
             return;
         };
@@ -983,6 +1068,9 @@ impl Endpoint {
             packet.header.extensions.clear();
             packet.header.extension_profile = 0;
             packet.header.extensions_padding = 0;
+            if track.kind == RtpCodecKind::Video {
+                video_history.push(&packet);
+            }
             packets.push((track.kind, packet));
         }
         self.stats.received_rtp += packets.len() as u64;

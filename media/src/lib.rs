@@ -15,6 +15,7 @@ pub mod package;
 mod peer;
 mod recording;
 pub mod replays;
+mod retransmit;
 
 pub use access::{Intent, RoomAccess, RoomInfo};
 pub use endpoint::{Media, MediaConfig, MediaEvent, MediaStats, SessionKind, TrackInfo};

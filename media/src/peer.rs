@@ -13,7 +13,9 @@ use rtc::interceptor::Registry;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, register_default_interceptors,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
 };
@@ -119,13 +121,30 @@ fn media_engine() -> RtcResult<MediaEngine> {
     Ok(engine)
 }
 
-/// A fresh peer connection answering on the shared socket `candidate`.
+/// Which side of the SFU a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerKind {
+    /// Sends media in: the library asks it for lost packets (NACK generator) and reports.
+    Publisher,
+    /// Receives media: RTCP reports only; its NACKs are answered by the endpoint from the
+    /// publisher's one retransmission buffer, not from a copy per subscriber connection.
+    Subscriber,
+}
+
+/// A fresh peer connection answering on the shared socket.
 pub(crate) fn new_peer_connection(
     now: Instant,
     credentials: &IceCredentials,
+    kind: PeerKind,
 ) -> RtcResult<RTCPeerConnection> {
     let mut engine = media_engine()?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let registry = match kind {
+        PeerKind::Publisher => register_default_interceptors(Registry::new(), &mut engine)?,
+        PeerKind::Subscriber => {
+            configure_simulcast_extension_headers(&mut engine)?;
+            configure_rtcp_reports(Registry::new())
+        }
+    };
     let settings = SettingEngineBuilder::new()
         // The server only answers connectivity checks: no candidates to gather or check.
         .with_lite(true)
