@@ -158,6 +158,68 @@ impl Latencies {
     }
 }
 
+/// Viewer connections reading their sockets, each counting the timestamped deliveries it gets
+/// while `measuring`, with their latency.
+pub(crate) struct Readers {
+    pub(crate) measuring: Arc<AtomicBool>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) delivered: Arc<AtomicU64>,
+    pub(crate) latencies: Arc<Latencies>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Readers {
+    pub(crate) fn spawn(conns: Vec<Conn>, latencies: Latencies) -> Self {
+        let measuring = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let delivered = Arc::new(AtomicU64::new(0));
+        let latencies = Arc::new(latencies);
+        let mut tasks = Vec::with_capacity(conns.len());
+        for mut conn in conns {
+            let (measuring, stop, delivered, latencies) = (
+                measuring.clone(),
+                stop.clone(),
+                delivered.clone(),
+                latencies.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(Ok(text)) =
+                        tokio::time::timeout(Duration::from_millis(500), conn.next_text()).await
+                    else {
+                        continue;
+                    };
+                    if measuring.load(Ordering::Relaxed)
+                        && let Some(sent) = text_timestamp(&text)
+                    {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                        latencies.record(now_micros().saturating_sub(sent));
+                    }
+                }
+            }));
+        }
+        Self {
+            measuring,
+            stop,
+            delivered,
+            latencies,
+            tasks,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Stops reading and waits for every reader.
+    pub(crate) async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
 /// One client connection in the chosen flavour.
 pub(crate) struct Conn {
     pub(crate) ws: Socket,
@@ -361,34 +423,13 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let viewers = open_viewers(target, &tokens, room, args.connections).await?;
     let connect_seconds = started.elapsed().as_secs_f64();
 
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let delivered = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Latencies::new());
-    let mut readers = Vec::with_capacity(viewers.len());
-    for mut conn in viewers {
-        let (measuring, stop, delivered, latencies) = (
-            measuring.clone(),
-            stop.clone(),
-            delivered.clone(),
-            latencies.clone(),
-        );
-        readers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(Ok(text)) =
-                    tokio::time::timeout(Duration::from_millis(500), conn.next_text()).await
-                else {
-                    continue;
-                };
-                if measuring.load(Ordering::Relaxed)
-                    && let Some(sent) = text_timestamp(&text)
-                {
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                    latencies.record(now_micros().saturating_sub(sent));
-                }
-            }
-        }));
-    }
+    let readers = Readers::spawn(viewers, Latencies::new());
+    let (measuring, stop, delivered, latencies) = (
+        readers.measuring.clone(),
+        readers.stop.clone(),
+        readers.delivered.clone(),
+        readers.latencies.clone(),
+    );
     // The host drains its own socket so it never backs up.
     let host_stop = stop.clone();
     let (mut host_tx, mut host_rx) = host.ws.split();
@@ -436,10 +477,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let cpu = proc_stats::cpu_seconds(target.server_pid)? - cpu_start;
     let wall = window_start.elapsed().as_secs_f64();
     let rss = proc_stats::rss_bytes(target.server_pid)?;
-    stop.store(true, Ordering::Relaxed);
-    for reader in readers {
-        let _ = reader.await;
-    }
+    readers.stop().await;
     let _ = host_drain.await;
     let delivered = delivered.load(Ordering::Relaxed);
     let expected = sent * args.connections as u64;

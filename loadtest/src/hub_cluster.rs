@@ -8,8 +8,7 @@
 //! latency histogram, which the coordinator merges.
 
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
@@ -18,9 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::hub::{
-    Conn, Flavor, Latencies, Target, now_micros, open_viewers, prepare, text_timestamp,
-};
+use crate::hub::{Conn, Flavor, Latencies, Readers, Target, now_micros, open_viewers, prepare};
 use crate::proc_stats;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -274,53 +271,23 @@ pub async fn viewers(args: ViewersArgs) -> anyhow::Result<()> {
         connect_concurrency: args.connect_concurrency,
     };
     let conns = open_viewers(&target, &tokens, args.room, args.connections).await?;
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let delivered = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Latencies::with_bucket_us(100));
-    let mut readers = Vec::with_capacity(conns.len());
-    let count = conns.len();
-    for mut conn in conns {
-        let (measuring, stop, delivered, latencies) = (
-            measuring.clone(),
-            stop.clone(),
-            delivered.clone(),
-            latencies.clone(),
-        );
-        readers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(Ok(text)) =
-                    tokio::time::timeout(Duration::from_millis(500), conn.next_text()).await
-                else {
-                    continue;
-                };
-                if measuring.load(Ordering::Relaxed)
-                    && let Some(sent) = text_timestamp(&text)
-                {
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                    latencies.record(now_micros().saturating_sub(sent));
-                }
-            }
-        }));
-    }
+    let readers = Readers::spawn(conns, Latencies::with_bucket_us(100));
+    let count = readers.len();
     println!("ready {count}");
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = stdin.next_line().await? {
         match line.trim() {
-            "start" => measuring.store(true, Ordering::Relaxed),
+            "start" => readers.measuring.store(true, Ordering::Relaxed),
             "stop" => break,
             _ => {}
         }
     }
-    measuring.store(false, Ordering::Relaxed);
+    readers.measuring.store(false, Ordering::Relaxed);
     let report = json!({
-        "delivered": delivered.load(Ordering::Relaxed),
-        "latencies": latencies.sparse(),
+        "delivered": readers.delivered.load(Ordering::Relaxed),
+        "latencies": readers.latencies.sparse(),
     });
     println!("{report}");
-    stop.store(true, Ordering::Relaxed);
-    for reader in readers {
-        let _ = reader.await;
-    }
+    readers.stop().await;
     Ok(())
 }

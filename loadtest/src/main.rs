@@ -9,6 +9,7 @@ mod hub;
 mod hub_cluster;
 mod hub_reconnect;
 mod proc_stats;
+mod replay;
 mod sfu;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,9 @@ enum Command {
     /// One publisher (WHIP) to N subscribers (WHEP): forwarded packets per SFU CPU-second.
     #[command(name = "sfu-fanout")]
     Sfu(sfu::SfuArgs),
+    /// Packaging time of a synthetic class recording into a replay.
+    #[command(name = "replay-package")]
+    Replay(replay::ReplayArgs),
     /// (Started by hub-cluster) one slice of the viewers.
     #[command(name = "hub-viewers", hide = true)]
     Viewers(hub_cluster::ViewersArgs),
@@ -50,6 +54,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Command::Replay(args) = cli.command {
+        return replay::replay(args);
+    }
     runtime.block_on(async {
         match cli.command {
             Command::Fanout(args) => hub::fanout(args).await,
@@ -59,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             Command::Cluster(args) => hub_cluster::cluster(args).await,
             Command::Viewers(args) => hub_cluster::viewers(args).await,
             Command::Sfu(args) => sfu::sfu(args).await,
+            Command::Replay(_) => Ok(()), // handled above: no runtime needed
         }
     })
 }

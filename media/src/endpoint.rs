@@ -226,6 +226,19 @@ impl Media {
         self.events.subscribe()
     }
 
+    /// Sends a command to the endpoint task and waits for its answer.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| unavailable())?;
+        answer.await.map_err(|_| unavailable())
+    }
+
     /// Answers a WHIP or WHEP offer (access already checked); a publisher is recorded when
     /// `record`.
     pub async fn open(
@@ -236,19 +249,15 @@ impl Media {
         offer: String,
         record: bool,
     ) -> Result<Answer, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Open {
-                kind,
-                room,
-                user,
-                offer,
-                record,
-                reply,
-            })
-            .await
-            .map_err(|_| unavailable())?;
-        answer.await.map_err(|_| unavailable())?
+        self.ask(|reply| Command::Open {
+            kind,
+            room,
+            user,
+            offer,
+            record,
+            reply,
+        })
+        .await?
     }
 
     /// Ends a session of `user` (the one who opened it).
@@ -259,27 +268,18 @@ impl Media {
         session: String,
         user: i64,
     ) -> Result<(), ApiError> {
-        let (reply, done) = oneshot::channel();
-        self.commands
-            .send(Command::Close {
-                kind,
-                room,
-                session,
-                user,
-                reply,
-            })
-            .await
-            .map_err(|_| unavailable())?;
-        done.await.map_err(|_| unavailable())?
+        self.ask(|reply| Command::Close {
+            kind,
+            room,
+            session,
+            user,
+            reply,
+        })
+        .await?
     }
 
     pub async fn stats(&self) -> Result<MediaStats, ApiError> {
-        let (reply, stats) = oneshot::channel();
-        self.commands
-            .send(Command::Stats { reply })
-            .await
-            .map_err(|_| unavailable())?;
-        stats.await.map_err(|_| unavailable())
+        self.ask(|reply| Command::Stats { reply }).await
     }
 }
 

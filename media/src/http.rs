@@ -206,28 +206,33 @@ async fn whep(
     .await
 }
 
-async fn end_whip(
-    Extension(routes): Extension<MediaRoutes>,
-    CurrentUser(principal): CurrentUser,
-    ApiPath((room, session)): ApiPath<(i64, String)>,
+async fn end(
+    routes: MediaRoutes,
+    kind: SessionKind,
+    principal: foundation::identity::Principal,
+    (room, session): (i64, String),
 ) -> Result<StatusCode, ApiError> {
     routes
         .media
-        .close(SessionKind::Publish, room, session, principal.account_id)
+        .close(kind, room, session, principal.account_id)
         .await?;
     Ok(StatusCode::OK)
+}
+
+async fn end_whip(
+    Extension(routes): Extension<MediaRoutes>,
+    CurrentUser(principal): CurrentUser,
+    ApiPath(path): ApiPath<(i64, String)>,
+) -> Result<StatusCode, ApiError> {
+    end(routes, SessionKind::Publish, principal, path).await
 }
 
 async fn end_whep(
     Extension(routes): Extension<MediaRoutes>,
     CurrentUser(principal): CurrentUser,
-    ApiPath((room, session)): ApiPath<(i64, String)>,
+    ApiPath(path): ApiPath<(i64, String)>,
 ) -> Result<StatusCode, ApiError> {
-    routes
-        .media
-        .close(SessionKind::Play, room, session, principal.account_id)
-        .await?;
-    Ok(StatusCode::OK)
+    end(routes, SessionKind::Play, principal, path).await
 }
 
 /// Trickle ICE is not supported: the answer already has every candidate.

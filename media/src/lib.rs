@@ -13,7 +13,7 @@ pub mod http;
 mod keyframe;
 pub mod package;
 mod peer;
-mod recording;
+pub mod recording;
 pub mod replays;
 mod retransmit;
 

@@ -111,6 +111,32 @@ impl Recorder {
     }
 }
 
+/// Appends one record to a track file (the format above).
+pub fn append_record(out: &mut impl Write, at_ms: u32, packet: &[u8]) -> std::io::Result<()> {
+    let Ok(length) = u16::try_from(packet.len()) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "an RTP packet longer than 65,535 bytes",
+        ));
+    };
+    out.write_all(&length.to_be_bytes())?;
+    out.write_all(&at_ms.to_be_bytes())?;
+    out.write_all(packet)
+}
+
+/// Writes a track's codec file (the format above).
+pub fn write_codec(
+    dir: &Path,
+    kind: TrackKind,
+    mime: &str,
+    clock_rate: u32,
+) -> std::io::Result<()> {
+    std::fs::write(
+        dir.join(format!("{}.codec", kind.name())),
+        format!("{mime}\n{clock_rate}\n"),
+    )
+}
+
 fn write_records(dir: &Path, records: &mpsc::Receiver<Record>) -> std::io::Result<()> {
     let mut audio: Option<BufWriter<File>> = None;
     let mut video: Option<BufWriter<File>> = None;
@@ -120,12 +146,7 @@ fn write_records(dir: &Path, records: &mpsc::Receiver<Record>) -> std::io::Resul
                 kind,
                 mime,
                 clock_rate,
-            } => {
-                std::fs::write(
-                    dir.join(format!("{}.codec", kind.name())),
-                    format!("{mime}\n{clock_rate}\n"),
-                )?;
-            }
+            } => write_codec(dir, kind, &mime, clock_rate)?,
             Record::Packet { kind, at_ms, bytes } => {
                 let file = match kind {
                     TrackKind::Audio => &mut audio,
@@ -135,13 +156,10 @@ fn write_records(dir: &Path, records: &mpsc::Receiver<Record>) -> std::io::Resul
                     let path = dir.join(format!("{}.rtp", kind.name()));
                     *file = Some(BufWriter::with_capacity(64 * 1024, File::create(path)?));
                 }
-                if let Some(out) = file.as_mut() {
-                    let Ok(length) = u16::try_from(bytes.len()) else {
-                        continue;
-                    };
-                    out.write_all(&length.to_be_bytes())?;
-                    out.write_all(&at_ms.to_be_bytes())?;
-                    out.write_all(&bytes)?;
+                if let Some(out) = file.as_mut()
+                    && bytes.len() <= usize::from(u16::MAX)
+                {
+                    append_record(out, at_ms, &bytes)?;
                 }
             }
         }
