@@ -29,7 +29,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
@@ -209,46 +209,17 @@ fn is_rtp(data: &[u8]) -> bool {
     data.len() > 12 && (128..=191).contains(&data[0]) && !(192..=223).contains(&data[1])
 }
 
-async fn login(http: &reqwest::Client, base: &str, user: &str, password: &str) -> Res<String> {
-    let body: Value = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"username": user, "password": password}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    body["token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("login {user}: {body}"))
-}
-
 pub async fn sfu(args: SfuArgs) -> Res<()> {
     let http = reqwest::Client::new();
     let base = args.base.trim_end_matches('/').to_owned();
-    let host = login(&http, &base, "trainee01", &args.password).await?;
-    let mut viewers = Vec::new();
-    for i in 2..=30 {
-        viewers.push(login(&http, &base, &format!("trainee{i:02}"), &args.password).await?);
-    }
-    let classes: Value = http
-        .get(format!("{base}/api/v1/classes"))
-        .bearer_auth(&host)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let room: Value = http
-        .post(format!("{base}/api/v1/rooms"))
-        .bearer_auth(&host)
-        .json(&json!({"class_id": classes[0]["id"], "kind": "live_commerce", "title": "SFU 压测"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let room = room["id"]
-        .as_i64()
-        .ok_or_else(|| anyhow::anyhow!("room: {room}"))?;
+    let target = crate::hub::Target {
+        base: base.clone(),
+        flavor: crate::hub::Flavor::Livecamp,
+        server_pid: args.server_pid,
+        password: args.password.clone(),
+        connect_concurrency: 32,
+    };
+    let (host, viewers, room) = crate::hub::prepare(&target).await?;
 
     // The publisher.
     let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);

@@ -385,6 +385,19 @@ fn invalid_sdp(detail: impl std::fmt::Display) -> ApiError {
     ApiError::with_message(ErrorCode::InvalidSdp, format!("SDP 无效：{detail}"))
 }
 
+/// A new peer connection with its own ICE credentials.
+fn fresh_connection(
+    now: Instant,
+    kind: PeerKind,
+) -> Result<(IceCredentials, RTCPeerConnection), ApiError> {
+    let credentials = IceCredentials::random();
+    let pc = new_peer_connection(now, &credentials, kind).map_err(|e| {
+        tracing::error!(error = %e, "creating a peer connection");
+        unavailable()
+    })?;
+    Ok((credentials, pc))
+}
+
 fn random_session() -> String {
     use rand::Rng;
     use rand::distributions::Alphanumeric;
@@ -537,11 +550,7 @@ impl Endpoint {
                 return Err(ApiError::new(ErrorCode::AlreadyPublishing));
             }
         }
-        let credentials = IceCredentials::random();
-        let mut pc = new_peer_connection(now, &credentials, PeerKind::Publisher).map_err(|e| {
-            tracing::error!(error = %e, "creating a peer connection");
-            unavailable()
-        })?;
+        let (credentials, mut pc) = fresh_connection(now, PeerKind::Publisher)?;
         let sdp = self.negotiate(now, &mut pc, offer)?;
         let recorder = if record {
             let started = std::time::SystemTime::now()
@@ -618,11 +627,7 @@ impl Endpoint {
         if tracks.is_empty() {
             return Err(ApiError::new(ErrorCode::NotPublishing));
         }
-        let credentials = IceCredentials::random();
-        let mut pc = new_peer_connection(now, &credentials, PeerKind::Subscriber).map_err(|e| {
-            tracing::error!(error = %e, "creating a peer connection");
-            unavailable()
-        })?;
+        let (credentials, mut pc) = fresh_connection(now, PeerKind::Subscriber)?;
         let mut outgoing = Vec::new();
         for track in &tracks {
             let ssrc = rand::random::<u32>();
