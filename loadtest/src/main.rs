@@ -41,6 +41,9 @@ enum Command {
     /// One publisher (WHIP) to N subscribers (WHEP): forwarded packets per SFU CPU-second.
     #[command(name = "sfu-fanout")]
     Sfu(sfu::SfuArgs),
+    /// Players joining and leaving by the thousand: the SFU's RSS before and after.
+    #[command(name = "sfu-churn")]
+    Churn(sfu::ChurnArgs),
     /// Packaging time of a synthetic class recording into a replay.
     #[command(name = "replay-package")]
     Replay(replay::ReplayArgs),
@@ -66,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             Command::Cluster(args) => hub_cluster::cluster(args).await,
             Command::Viewers(args) => hub_cluster::viewers(args).await,
             Command::Sfu(args) => sfu::sfu(args).await,
+            Command::Churn(args) => sfu::churn(args).await,
             Command::Replay(_) => Ok(()), // handled above: no runtime needed
         }
     })

@@ -83,7 +83,7 @@ async fn negotiate(
     token: &str,
     pc: &mut RTCPeerConnection,
     local: SocketAddr,
-) -> Res<()> {
+) -> Res<String> {
     let host = CandidateHostConfig {
         base_config: CandidateConfig {
             network: "udp".to_owned(),
@@ -113,6 +113,12 @@ async fn negotiate(
         .send()
         .await?;
     let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let answer = response.text().await?;
     anyhow::ensure!(status.as_u16() == 201, "POST {path}: {status} {answer}");
     pc.set_remote_description(
@@ -120,7 +126,7 @@ async fn negotiate(
         RTCSessionDescription::answer(answer).map_err(rtc_err)?,
     )
     .map_err(rtc_err)?;
-    Ok(())
+    Ok(location)
 }
 
 /// Drives one peer connection's handshake over `socket`; with `count`, stops feeding media
@@ -209,18 +215,21 @@ fn is_rtp(data: &[u8]) -> bool {
     data.len() > 12 && (128..=191).contains(&data[0]) && !(192..=223).contains(&data[1])
 }
 
-pub async fn sfu(args: SfuArgs) -> Res<()> {
-    let http = reqwest::Client::new();
-    let base = args.base.trim_end_matches('/').to_owned();
-    let target = crate::hub::Target {
-        base: base.clone(),
-        flavor: crate::hub::Flavor::Livecamp,
-        server_pid: args.server_pid,
-        password: args.password.clone(),
-        connect_concurrency: 32,
-    };
-    let (host, viewers, room) = crate::hub::prepare(&target).await?;
+/// The publisher: connects by WHIP and sends the synthetic stream until `stop`; packets sent
+/// inside the window are counted there.
+struct Publishing {
+    task: tokio::task::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    window: Arc<Window>,
+}
 
+async fn start_publisher(
+    http: &reqwest::Client,
+    base: &str,
+    host: &str,
+    room: i64,
+    video_kbps: u64,
+) -> Res<Publishing> {
     // The publisher.
     let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
     let local = socket.local_addr()?;
@@ -260,15 +269,7 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
         );
         senders.push((kind, pc.add_track(track).map_err(rtc_err)?, ssrc));
     }
-    negotiate(
-        &http,
-        &base,
-        &format!("/whip/{room}"),
-        &host,
-        &mut pc,
-        local,
-    )
-    .await?;
+    negotiate(http, base, &format!("/whip/{room}"), host, &mut pc, local).await?;
     let mut payload_types = Vec::new();
     for (kind, sender, ssrc) in &senders {
         let mut handle = pc
@@ -294,7 +295,6 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
     let window = Arc::new(Window::default());
     let publishing = {
         let (sent, stop, window) = (sent.clone(), stop.clone(), window.clone());
-        let video_kbps = args.video_kbps;
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let started = Instant::now();
@@ -390,6 +390,28 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    Ok(Publishing {
+        task: publishing,
+        stop,
+        window,
+    })
+}
+
+pub async fn sfu(args: SfuArgs) -> Res<()> {
+    let http = reqwest::Client::new();
+    let base = args.base.trim_end_matches('/').to_owned();
+    let target = crate::hub::Target {
+        base: base.clone(),
+        flavor: crate::hub::Flavor::Livecamp,
+        server_pid: args.server_pid,
+        password: args.password.clone(),
+        connect_concurrency: 32,
+    };
+    let (host, viewers, room) = crate::hub::prepare(&target).await?;
+
+    let publishing = start_publisher(&http, &base, &host, room, args.video_kbps).await?;
+    let (stop, window) = (publishing.stop.clone(), publishing.window.clone());
 
     // The subscribers.
     let received = Arc::new(AtomicU64::new(0));
@@ -498,7 +520,7 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
     let sent_in_window: u64 = window.sent.iter().map(|s| s.load(Ordering::Relaxed)).sum();
     let rss = proc_stats::rss_bytes(args.server_pid)?;
     stop.store(true, Ordering::Relaxed);
-    let _ = publishing.await;
+    let _ = publishing.task.await;
     for task in tasks {
         let _ = task.await;
     }
@@ -531,6 +553,137 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
         "cpu_us_per_packet": if received > 0 { cpu * 1e6 / received as f64 } else { 0.0 },
         "forwarded_per_second": received as f64 / wall,
         "server_rss_mb": rss as f64 / 1_048_576.0,
+    });
+    println!("{result}");
+    Ok(())
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChurnArgs {
+    #[arg(long)]
+    base: String,
+    #[arg(long)]
+    server_pid: u32,
+    #[arg(long)]
+    password: String,
+    /// Join/leave cycles in all.
+    #[arg(long, default_value_t = 10_000)]
+    cycles: usize,
+    /// Cycles running at the same time.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+}
+
+/// One player's life: offer by WHEP, connect, leave by DELETE.
+async fn play_once(http: &reqwest::Client, base: &str, room: i64, token: &str) -> Res<()> {
+    let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    let local = socket.local_addr()?;
+    let mut pc = new_pc()?;
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        pc.add_transceiver_from_kind(
+            kind,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .map_err(rtc_err)?;
+    }
+    let location = negotiate(http, base, &format!("/whep/{room}"), token, &mut pc, local).await?;
+    let mut driver = Driver {
+        pc,
+        socket,
+        local,
+        connected: false,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 2048];
+    while !driver.connected {
+        anyhow::ensure!(Instant::now() < deadline, "a player did not connect");
+        let wait = driver.timeout();
+        tokio::select! {
+            got = driver.socket.recv_from(&mut buf) => {
+                if let Ok((n, from)) = got && !is_rtp(&buf[..n]) {
+                    driver.feed(from, &buf[..n]);
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        driver.flush().await;
+    }
+    let status = http
+        .delete(format!("{base}{location}"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .status();
+    anyhow::ensure!(status.as_u16() == 200, "DELETE {location}: {status}");
+    Ok(())
+}
+
+/// Thousands of players join and leave while one publisher sends: the SFU's RSS must stay flat.
+pub async fn churn(args: ChurnArgs) -> Res<()> {
+    let http = reqwest::Client::new();
+    let base = args.base.trim_end_matches('/').to_owned();
+    let target = crate::hub::Target {
+        base: base.clone(),
+        flavor: crate::hub::Flavor::Livecamp,
+        server_pid: args.server_pid,
+        password: args.password.clone(),
+        connect_concurrency: args.batch,
+    };
+    let (host, viewers, room) = crate::hub::prepare(&target).await?;
+    let publishing = start_publisher(&http, &base, &host, room, 1500).await?;
+    let run_batch = |n: usize, offset: usize| {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let (http, base) = (http.clone(), base.clone());
+                let token = viewers[(offset + i) % viewers.len()].clone();
+                tokio::spawn(async move { play_once(&http, &base, room, &token).await })
+            })
+            .collect();
+        async move {
+            let mut failed = 0usize;
+            for task in tasks {
+                if !matches!(task.await, Ok(Ok(()))) {
+                    failed += 1;
+                }
+            }
+            failed
+        }
+    };
+    // Warm-up: the first cycles fill the allocator's caches.
+    let mut failed = run_batch(args.batch, 0).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let rss_start = proc_stats::rss_bytes(args.server_pid)?;
+    let mut samples = vec![json!({"cycles": 0, "rss_mb": rss_start as f64 / 1_048_576.0})];
+    let mut done = 0usize;
+    let step = (args.cycles / 5).max(args.batch);
+    while done < args.cycles {
+        let n = args.batch.min(args.cycles - done);
+        failed += run_batch(n, done).await;
+        done += n;
+        if done % step < args.batch || done == args.cycles {
+            let rss = proc_stats::rss_bytes(args.server_pid)?;
+            samples.push(json!({"cycles": done, "rss_mb": rss as f64 / 1_048_576.0}));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_end = proc_stats::rss_bytes(args.server_pid)?;
+    publishing.stop.store(true, Ordering::Relaxed);
+    let _ = publishing.task.await;
+    let result = json!({
+        "benchmark": "sfu-churn",
+        "cycles": done,
+        "batch": args.batch,
+        "failed": failed,
+        "seconds": started.elapsed().as_secs_f64(),
+        "rss_start_mb": rss_start as f64 / 1_048_576.0,
+        "rss_end_mb": rss_end as f64 / 1_048_576.0,
+        "bytes_per_cycle": (rss_end as f64 - rss_start as f64) / done.max(1) as f64,
+        "samples": samples,
     });
     println!("{result}");
     Ok(())
