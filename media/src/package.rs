@@ -185,6 +185,10 @@ pub fn package(dir: &Path) -> anyhow::Result<Packaged> {
     for (path, _) in &inputs {
         let _ = std::fs::remove_file(path);
     }
+    // The replay holds everything now: the raw recording would double the disk a class takes.
+    for track in ["video.rtp", "audio.rtp"] {
+        let _ = std::fs::remove_file(dir.join(track));
+    }
     Ok(Packaged {
         path: output,
         content_type: "video/webm",
