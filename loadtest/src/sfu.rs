@@ -75,6 +75,25 @@ fn new_pc() -> Res<RTCPeerConnection> {
         .map_err(rtc_err)
 }
 
+/// A player's own socket and a connection ready to offer receive-only video and audio.
+async fn new_player() -> Res<(Arc<UdpSocket>, SocketAddr, RTCPeerConnection)> {
+    let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    let local = socket.local_addr()?;
+    let mut pc = new_pc()?;
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        pc.add_transceiver_from_kind(
+            kind,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .map_err(rtc_err)?;
+    }
+    Ok((socket, local, pc))
+}
+
 /// Offers, posts the offer to `path`, applies the answer.
 async fn negotiate(
     http: &reqwest::Client,
@@ -436,20 +455,7 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
             join_times.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-            let local = socket.local_addr()?;
-            let mut pc = new_pc()?;
-            for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-                pc.add_transceiver_from_kind(
-                    kind,
-                    Some(RTCRtpTransceiverInit {
-                        direction: RTCRtpTransceiverDirection::Recvonly,
-                        streams: vec![],
-                        send_encodings: vec![],
-                    }),
-                )
-                .map_err(rtc_err)?;
-            }
+            let (socket, local, mut pc) = new_player().await?;
             let offered = Instant::now();
             {
                 let _permit = gate.acquire().await?;
@@ -576,20 +582,7 @@ pub struct ChurnArgs {
 
 /// One player's life: offer by WHEP, connect, leave by DELETE.
 async fn play_once(http: &reqwest::Client, base: &str, room: i64, token: &str) -> Res<()> {
-    let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-    let local = socket.local_addr()?;
-    let mut pc = new_pc()?;
-    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-        pc.add_transceiver_from_kind(
-            kind,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                streams: vec![],
-                send_encodings: vec![],
-            }),
-        )
-        .map_err(rtc_err)?;
-    }
+    let (socket, local, mut pc) = new_player().await?;
     let location = negotiate(http, base, &format!("/whep/{room}"), token, &mut pc, local).await?;
     let mut driver = Driver {
         pc,

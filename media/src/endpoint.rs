@@ -1130,25 +1130,21 @@ impl Endpoint {
             return;
         };
         if keyframes.request(now) {
-            let video: Vec<(RTCRtpReceiverId, u32)> = tracks
-                .iter()
-                .filter(|t| t.kind == RtpCodecKind::Video)
-                .map(|t| (t.receiver, t.ssrc))
-                .collect();
-            Self::send_pli(&mut peer.pc, now, &video);
+            Self::send_pli(&mut peer.pc, now, tracks);
             self.stats.keyframe_requests += 1;
             self.flush_writes(publisher);
         }
     }
 
-    fn send_pli(pc: &mut RTCPeerConnection, now: Instant, video: &[(RTCRtpReceiverId, u32)]) {
-        for &(receiver, media_ssrc) in video {
-            if let Some(mut receiver) = pc.rtp_receiver(receiver) {
+    /// Asks a publisher for a keyframe on each of its video tracks.
+    fn send_pli(pc: &mut RTCPeerConnection, now: Instant, tracks: &[Track]) {
+        for track in tracks.iter().filter(|t| t.kind == RtpCodecKind::Video) {
+            if let Some(mut receiver) = pc.rtp_receiver(track.receiver) {
                 let _ = receiver.write_rtcp(
                     now,
                     vec![Box::new(PictureLossIndication {
                         sender_ssrc: 0,
-                        media_ssrc,
+                        media_ssrc: track.ssrc,
                     })],
                 );
             }
@@ -1184,12 +1180,7 @@ impl Endpoint {
             if let Some(peer) = self.peers.get_mut(&id)
                 && let Role::Publisher { tracks, .. } = &peer.role
             {
-                let video: Vec<(RTCRtpReceiverId, u32)> = tracks
-                    .iter()
-                    .filter(|t| t.kind == RtpCodecKind::Video)
-                    .map(|t| (t.receiver, t.ssrc))
-                    .collect();
-                Self::send_pli(&mut peer.pc, now, &video);
+                Self::send_pli(&mut peer.pc, now, tracks);
                 self.stats.keyframe_requests += 1;
             }
             self.flush_writes(id);
