@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+mod commerce_rooms;
 mod media_access;
 
 /// The long-running parts of a node that routers share.
@@ -22,6 +23,7 @@ pub struct Services {
     pub hub: Arc<signaling::Hub>,
     pub media: media::Media,
     pub replays: media::Replays,
+    pub commerce: commerce::Commerce,
 }
 
 impl Services {
@@ -37,10 +39,14 @@ impl Services {
         .await?;
         tokio::spawn(media_access::announce(media.events(), hub.clone()));
         let replays = media::Replays::start(state, media.events()).await?;
+        let commerce =
+            commerce::Commerce::start(state, Arc::new(commerce_rooms::HubRooms(hub.clone())))
+                .await?;
         Ok(Self {
             hub,
             media,
             replays,
+            commerce,
         })
     }
 }
@@ -52,6 +58,7 @@ pub fn app(state: AppState, services: &Services) -> Router {
         .merge(foundation::http::ops_router())
         .merge(admin_api::router())
         .merge(signaling::router(services.hub.clone()))
+        .merge(commerce::router(services.commerce.clone()))
         .merge(media::router(
             services.media.clone(),
             services.replays.clone(),
@@ -72,6 +79,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = foundation::http::FoundationApi::openapi();
     doc.merge(admin_api::AdminApi::openapi());
     doc.merge(signaling::SignalingApi::openapi());
+    doc.merge(commerce::CommerceApi::openapi());
     doc.info.title = "livecamp API".into();
     doc.info.version = env!("CARGO_PKG_VERSION").into();
     doc.info.description = Some(

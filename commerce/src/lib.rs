@@ -1,4 +1,357 @@
-//! Live commerce: shops, products, orders, flash sales, red packets, lucky bags, coupons,
-//! dashboards, buyer bots, AI live scripts and short videos.
+//! Live commerce: the simulated shop and the live room's selling tools — shops, products and
+//! SKUs, orders, flash sales, coupons, red packets, lucky bags, the room's shelf and pinned
+//! product — with simulated money that is exact to the cent.
 //!
-//! Not built yet: issue 5 ("Live commerce engine") fills this crate.
+//! `core/` holds the rules as pure functions and sans-IO state (no clock reads, no I/O); around
+//! it: the wallet ledger, the gates in front of the database for contended stock and shares
+//! (in-process or Redis, chosen at start-up), the storage and the HTTP routes, one module per
+//! tool. The live room is reached through the [`LiveRooms`] trait; events go out as the hub's
+//! `commerce` room events. Not built yet (issue 5 stays open): dashboards and reports, buyer
+//! bots, AI live scripts, short videos.
+
+pub mod core;
+
+mod coupons;
+mod flash_sales;
+mod gate;
+mod lucky_bags;
+mod notices;
+mod orders;
+mod red_packets;
+mod room_tools;
+mod rooms;
+mod shops;
+mod util;
+mod wallet;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use foundation::http::extract::CurrentUser;
+use foundation::identity::Principal;
+use foundation::{ApiError, ApiResult, AppState, ErrorCode};
+use serde::Serialize;
+use sqlx::Row;
+use utoipa::{OpenApi, ToSchema};
+
+pub use gate::{
+    Grab, LocalPackets, LocalSales, PacketGates, RedisGates, Reserve, SaleGates, SaleSpec,
+};
+pub use rooms::{LiveRooms, RoomAccess};
+
+/// A flash sale's facts that do not change while it runs, kept in memory for the order path.
+#[derive(Debug)]
+pub(crate) struct CachedSale {
+    pub view: flash_sales::FlashSaleView,
+    pub shop_owner: i64,
+}
+
+/// What a [`Commerce`] holds (reached through `Deref` inside this crate).
+pub struct Inner {
+    pub(crate) app: AppState,
+    pub(crate) rooms: Arc<dyn LiveRooms>,
+    pub(crate) sales: Arc<dyn SaleGates>,
+    pub(crate) packets: Arc<dyn PacketGates>,
+    pub(crate) notices: notices::Notices,
+    sale_cache: Mutex<HashMap<i64, Arc<CachedSale>>>,
+    packet_cache: Mutex<HashMap<i64, Arc<red_packets::PacketMeta>>>,
+}
+
+/// The commerce service of a node: cheap to clone, shared by its routes and its sweeper.
+#[derive(Clone)]
+pub struct Commerce(Arc<Inner>);
+
+impl std::fmt::Debug for Commerce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commerce").finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for Commerce {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned cache only means a panic elsewhere; its entries are whole values.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How often the sweeper expires unpaid orders and red packets, closes sales and draws bags.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+impl Commerce {
+    /// Builds the service with in-process gates, or Redis gates when `redis_url` is set, and
+    /// starts its sweeper.
+    pub async fn start(app: &AppState, rooms: Arc<dyn LiveRooms>) -> anyhow::Result<Self> {
+        let (sales, packets): (Arc<dyn SaleGates>, Arc<dyn PacketGates>) =
+            match &app.config.redis_url {
+                Some(url) => {
+                    let gates =
+                        Arc::new(RedisGates::connect(url, &app.config.redis_namespace).await?);
+                    (gates.clone(), gates)
+                }
+                None => (
+                    Arc::new(LocalSales::default()),
+                    Arc::new(LocalPackets::default()),
+                ),
+            };
+        Ok(Self::with_gates(app, rooms, sales, packets))
+    }
+
+    pub fn with_gates(
+        app: &AppState,
+        rooms: Arc<dyn LiveRooms>,
+        sales: Arc<dyn SaleGates>,
+        packets: Arc<dyn PacketGates>,
+    ) -> Self {
+        let commerce = Commerce(Arc::new(Inner {
+            app: app.clone(),
+            notices: notices::Notices::start(rooms.clone()),
+            rooms,
+            sales,
+            packets,
+            sale_cache: Mutex::default(),
+            packet_cache: Mutex::default(),
+        }));
+        tokio::spawn(sweep_forever(commerce.clone()));
+        commerce
+    }
+
+    /// Runs one sweep at `now` (the sweeper's step; tests call it with a manual clock).
+    pub async fn sweep(&self, now: i64) -> anyhow::Result<()> {
+        orders::expire_unpaid(self, now).await?;
+        flash_sales::close_finished(self, now).await?;
+        red_packets::expire(self, now).await?;
+        lucky_bags::draw_due(self, now).await?;
+        Ok(())
+    }
+
+    /// Hosts (and a class's instructors) run the selling tools of their room.
+    pub(crate) async fn require_tools(&self, p: &Principal, room: i64) -> ApiResult<RoomAccess> {
+        let access = self.rooms.access(p, room).await?;
+        if !access.runs_tools() {
+            return Err(ApiError::with_message(
+                ErrorCode::Forbidden,
+                "只有主播（或本班讲师）可以使用直播间的带货工具",
+            ));
+        }
+        Ok(access)
+    }
+
+    pub(crate) async fn sale(&self, id: i64) -> ApiResult<Arc<CachedSale>> {
+        if let Some(sale) = lock(&self.sale_cache).get(&id) {
+            return Ok(sale.clone());
+        }
+        let view = flash_sales::sale_by_id(&self.app, id)
+            .await?
+            .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "秒杀活动不存在"))?;
+        let shop_owner: i64 = sqlx::query_scalar("SELECT owner_id FROM shops WHERE id = $1")
+            .bind(view.shop_id)
+            .fetch_one(self.app.db.pool())
+            .await?;
+        let sale = Arc::new(CachedSale { view, shop_owner });
+        lock(&self.sale_cache).insert(id, sale.clone());
+        Ok(sale)
+    }
+
+    pub(crate) async fn forget_sale(&self, id: i64) {
+        lock(&self.sale_cache).remove(&id);
+        if let Err(e) = self.sales.forget(id).await {
+            tracing::warn!(sale = id, error = %e, "could not drop a closed sale's gate");
+        }
+    }
+
+    pub(crate) async fn packet(&self, id: i64) -> ApiResult<Arc<red_packets::PacketMeta>> {
+        if let Some(meta) = lock(&self.packet_cache).get(&id) {
+            return Ok(meta.clone());
+        }
+        let meta = red_packets::packet_meta(&self.app, id)
+            .await?
+            .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "红包不存在"))?;
+        let meta = Arc::new(meta);
+        lock(&self.packet_cache).insert(id, meta.clone());
+        Ok(meta)
+    }
+
+    pub(crate) fn forget_packet(&self, id: i64) {
+        lock(&self.packet_cache).remove(&id);
+    }
+
+    /// Tells the room how much of a sale is left (batched by [`notices`]).
+    pub(crate) async fn flash_stock_changed(&self, sale: i64, room: Option<i64>) {
+        let Some(room) = room else { return };
+        match self.sales.remaining(sale).await {
+            Ok(Some(remaining)) => self.notices.stock(room, sale, remaining),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(sale, error = %e, "could not read a sale's stock"),
+        }
+    }
+
+    pub(crate) async fn unpin_everywhere(&self, product: i64) -> ApiResult<()> {
+        room_tools::unpin_everywhere(self, product).await
+    }
+}
+
+async fn sweep_forever(commerce: Commerce) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        // The service is gone when only the sweeper holds it.
+        if Arc::strong_count(&commerce.0) == 1 {
+            break;
+        }
+        let now = commerce.app.clock.now_millis();
+        if let Err(e) = commerce.sweep(now).await {
+            tracing::warn!(error = %e, "commerce sweep failed; retrying");
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WalletEntry {
+    pub delta_cents: i64,
+    pub balance_after: i64,
+    pub reason: String,
+    pub ref_id: Option<i64>,
+    pub at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WalletView {
+    pub balance_cents: i64,
+    /// The latest 100 entries, newest first.
+    pub entries: Vec<WalletEntry>,
+}
+
+/// My simulated wallet (opened with ¥10,000 of practice money) and its latest entries.
+#[utoipa::path(get, path = "/api/v1/wallet", tag = "commerce",
+    responses((status = 200, body = WalletView)))]
+async fn my_wallet(
+    State(state): State<AppState>,
+    CurrentUser(p): CurrentUser,
+) -> ApiResult<Json<WalletView>> {
+    let now = state.clock.now_millis();
+    let mut tx = state.db.begin_write().await?;
+    wallet::ensure(&mut tx, p.account_id, now).await?;
+    tx.commit().await?;
+    let balance: i64 =
+        sqlx::query_scalar("SELECT balance_cents FROM wallets WHERE account_id = $1")
+            .bind(p.account_id)
+            .fetch_one(state.db.pool())
+            .await?;
+    let rows = sqlx::query(
+        "SELECT delta_cents, balance_after, reason, ref_id, at FROM wallet_entries WHERE account_id = $1 \
+         ORDER BY id DESC LIMIT 100",
+    )
+    .bind(p.account_id)
+    .fetch_all(state.db.pool())
+    .await?;
+    let entries = rows
+        .iter()
+        .map(|r| {
+            Ok(WalletEntry {
+                delta_cents: r.try_get(0)?,
+                balance_after: r.try_get(1)?,
+                reason: r.try_get(2)?,
+                ref_id: r.try_get(3)?,
+                at: r.try_get(4)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Json(WalletView {
+        balance_cents: balance,
+        entries,
+    }))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        my_wallet,
+        shops::create_shop, shops::my_shop, shops::list_shops, shops::get_shop, shops::update_shop,
+        shops::create_product, shops::list_products, shops::get_product, shops::update_product,
+        shops::add_sku, shops::update_sku, shops::adjust_stock, shops::stock_changes,
+        orders::place_order, orders::list_orders, orders::get_order, orders::order_action,
+        flash_sales::create_flash_sale, flash_sales::get_flash_sale, flash_sales::order_flash_sale,
+        coupons::create_coupon, coupons::claim_coupon, coupons::my_coupons,
+        red_packets::send_red_packet, red_packets::grab, red_packets::get_red_packet,
+        lucky_bags::launch, lucky_bags::get_lucky_bag,
+        room_tools::room_commerce, room_tools::add_to_shelf, room_tools::pin, room_tools::unpin,
+    ),
+    tags((name = "commerce", description = "Simulated shop and the live room's selling tools; money in cents, times in Unix milliseconds"))
+)]
+pub struct CommerceApi;
+
+/// The commerce routes.
+pub fn router(commerce: Commerce) -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/wallet", get(my_wallet))
+        .route(
+            "/api/v1/shops",
+            get(shops::list_shops).post(shops::create_shop),
+        )
+        .route("/api/v1/shops/mine", get(shops::my_shop))
+        .route(
+            "/api/v1/shops/{id}",
+            get(shops::get_shop).patch(shops::update_shop),
+        )
+        .route(
+            "/api/v1/shops/{id}/products",
+            get(shops::list_products).post(shops::create_product),
+        )
+        .route(
+            "/api/v1/products/{id}",
+            get(shops::get_product).patch(shops::update_product),
+        )
+        .route("/api/v1/products/{id}/skus", post(shops::add_sku))
+        .route("/api/v1/skus/{id}", axum::routing::patch(shops::update_sku))
+        .route("/api/v1/skus/{id}/stock", post(shops::adjust_stock))
+        .route("/api/v1/skus/{id}/stock-changes", get(shops::stock_changes))
+        .route(
+            "/api/v1/orders",
+            get(orders::list_orders).post(orders::place_order),
+        )
+        .route("/api/v1/orders/{id}", get(orders::get_order))
+        .route("/api/v1/orders/{id}/{action}", post(orders::order_action))
+        .route(
+            "/api/v1/rooms/{id}/flash-sales",
+            post(flash_sales::create_flash_sale),
+        )
+        .route("/api/v1/flash-sales/{id}", get(flash_sales::get_flash_sale))
+        .route(
+            "/api/v1/flash-sales/{id}/orders",
+            post(flash_sales::order_flash_sale),
+        )
+        .route("/api/v1/rooms/{id}/coupons", post(coupons::create_coupon))
+        .route("/api/v1/coupons/mine", get(coupons::my_coupons))
+        .route("/api/v1/coupons/{id}/claim", post(coupons::claim_coupon))
+        .route(
+            "/api/v1/rooms/{id}/red-packets",
+            post(red_packets::send_red_packet),
+        )
+        .route("/api/v1/red-packets/{id}", get(red_packets::get_red_packet))
+        .route("/api/v1/red-packets/{id}/grab", post(red_packets::grab))
+        .route("/api/v1/rooms/{id}/lucky-bags", post(lucky_bags::launch))
+        .route("/api/v1/lucky-bags/{id}", get(lucky_bags::get_lucky_bag))
+        .route(
+            "/api/v1/rooms/{id}/commerce",
+            get(room_tools::room_commerce),
+        )
+        .route(
+            "/api/v1/rooms/{id}/products",
+            post(room_tools::add_to_shelf),
+        )
+        .route(
+            "/api/v1/rooms/{id}/pin",
+            put(room_tools::pin).delete(room_tools::unpin),
+        )
+        .layer(Extension(commerce))
+}

@@ -48,6 +48,9 @@ error_codes! {
     InvalidPhone => (BAD_REQUEST, "invalid_phone", "手机号码无效"),
     WeakPassword => (BAD_REQUEST, "weak_password", "密码至少 8 位，且须同时包含字母和数字"),
     InvalidSdp => (BAD_REQUEST, "invalid_sdp", "SDP 无效，或不含音视频"),
+    IdempotencyKeyRequired => (BAD_REQUEST, "idempotency_key_required", "请求缺少 Idempotency-Key 请求头（1–64 个字母、数字、- 或 _）"),
+    CouponNotApplicable => (BAD_REQUEST, "coupon_not_applicable", "这张优惠券不能用于本订单"),
+    CouponExpired => (BAD_REQUEST, "coupon_expired", "优惠券不在有效期内"),
     // 401
     Unauthenticated => (UNAUTHORIZED, "unauthenticated", "请先登录"),
     InvalidCredentials => (UNAUTHORIZED, "invalid_credentials", "用户名或密码错误"),
@@ -65,11 +68,24 @@ error_codes! {
     IdNumberTaken => (CONFLICT, "id_number_taken", "该身份证号码已登记"),
     NotPublishing => (CONFLICT, "not_publishing", "主播还没有开始推流"),
     AlreadyPublishing => (CONFLICT, "already_publishing", "这个直播间已经有人在推流"),
+    SoldOut => (CONFLICT, "sold_out", "已售罄"),
+    LimitReached => (CONFLICT, "limit_reached", "已达到每人限购数量"),
+    SaleNotOpen => (CONFLICT, "sale_not_open", "秒杀尚未开始"),
+    AlreadyGrabbed => (CONFLICT, "already_grabbed", "你已经抢过这个红包了"),
+    InsufficientBalance => (CONFLICT, "insufficient_balance", "模拟账户余额不足"),
+    InvalidTransition => (CONFLICT, "invalid_transition", "订单当前状态不允许此操作"),
+    ShopExists => (CONFLICT, "shop_exists", "你已经开过店铺了"),
+    CouponExhausted => (CONFLICT, "coupon_exhausted", "优惠券已被领完"),
+    // 410
+    SaleEnded => (GONE, "sale_ended", "秒杀已结束"),
+    RedPacketEmpty => (GONE, "red_packet_empty", "红包已被抢完"),
+    RedPacketExpired => (GONE, "red_packet_expired", "红包已过期"),
     // 413, 415
     PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload_too_large", "请求内容过大"),
     UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "请求内容类型不受支持"),
     // 422
     UnprocessableEntity => (UNPROCESSABLE_ENTITY, "unprocessable_entity", "请求字段缺失或类型不正确"),
+    IdempotencyKeyReused => (UNPROCESSABLE_ENTITY, "idempotency_key_reused", "这个 Idempotency-Key 已用于另一个请求"),
     // 423, 429
     AccountLocked => (LOCKED, "account_locked", "登录失败次数过多，账号已临时锁定"),
     RateLimited => (TOO_MANY_REQUESTS, "rate_limited", "操作过于频繁，请稍后再试"),

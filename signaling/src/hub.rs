@@ -13,8 +13,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::protocol::{
-    ClientFrame, ClientMsg, MemberRole, PROTOCOL_VERSION, RoomId, RoomMedia, ServerMsg, UserRef,
-    close,
+    ClientFrame, ClientMsg, MemberRole, PROTOCOL_VERSION, RoomEvent, RoomId, RoomMedia, ServerMsg,
+    UserRef, close,
 };
 use crate::queue::{ConnQueue, Next};
 use crate::room::core::{ConnId, RoomConfig};
@@ -182,6 +182,17 @@ impl Hub {
                 let _ = handle.commands.send(RoomCommand::Media(media)).await;
             }
             Err(e) => tracing::warn!(room, error = ?e, "media change in a room that cannot load"),
+        }
+    }
+
+    /// Announces `event` in `room` (loading the room if needed): numbered like every room event
+    /// and delivered to every viewer on every node, never dropped.
+    pub async fn announce(&self, room: RoomId, event: RoomEvent) {
+        match self.room(room).await {
+            Ok(handle) => {
+                let _ = handle.commands.send(RoomCommand::Announce(event)).await;
+            }
+            Err(e) => tracing::warn!(room, error = ?e, "announcement in a room that cannot load"),
         }
     }
 

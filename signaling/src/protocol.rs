@@ -191,6 +191,146 @@ pub enum RoomEvent {
     MemberLeft {
         user: UserRef,
     },
+    /// The room's selling tools: product cards, flash sales, coupons, red packets, lucky bags,
+    /// order notices (commerce crate). Never dropped.
+    Commerce {
+        event: CommerceEvent,
+    },
+}
+
+/// A product as its card shows it in the room (讲解中 / 小黄车).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct ProductCard {
+    pub id: i64,
+    pub shop_id: i64,
+    pub title: String,
+    pub image: Option<String>,
+    /// The lowest SKU price.
+    #[ts(type = "number")]
+    pub price_cents: i64,
+    /// Stock over all SKUs.
+    #[ts(type = "number")]
+    pub stock: i64,
+}
+
+/// A flash sale (秒杀) as the room shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct FlashSaleCard {
+    pub id: i64,
+    pub product_id: i64,
+    pub sku_id: i64,
+    pub title: String,
+    pub spec: String,
+    #[ts(type = "number")]
+    pub price_cents: i64,
+    #[ts(type = "number")]
+    pub original_price_cents: i64,
+    pub stock: u32,
+    pub remaining: u32,
+    pub per_user_limit: u32,
+    /// Unix milliseconds.
+    #[ts(type = "number")]
+    pub starts_at: i64,
+    #[ts(type = "number")]
+    pub ends_at: i64,
+}
+
+/// A coupon (优惠券) offered in the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct CouponCard {
+    pub id: i64,
+    pub shop_id: i64,
+    pub title: String,
+    /// 0: no threshold.
+    #[ts(type = "number")]
+    pub threshold_cents: i64,
+    #[ts(type = "number")]
+    pub discount_cents: i64,
+    #[ts(type = "number")]
+    pub valid_until: i64,
+    pub remaining: u32,
+    pub per_user_limit: u32,
+}
+
+/// A red packet (红包) sent in the room; grab it with `POST /api/v1/red-packets/{id}/grab`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct RedPacketCard {
+    pub id: i64,
+    pub sender: UserRef,
+    pub count: u32,
+    #[ts(type = "number")]
+    pub total_cents: i64,
+    pub greeting: String,
+    #[ts(type = "number")]
+    pub expires_at: i64,
+}
+
+/// A lucky bag (福袋): enter by its task before `draws_at`; the draw is recomputable from the
+/// seed revealed afterwards (its SHA-256 is `commitment`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct LuckyBagCard {
+    pub id: i64,
+    pub prize: String,
+    pub winners: u32,
+    /// `comment`: send `keyword` in the chat.
+    pub task: String,
+    pub keyword: Option<String>,
+    #[ts(type = "number")]
+    pub draws_at: i64,
+    pub commitment: String,
+}
+
+/// What the selling tools announce in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CommerceEvent {
+    ProductPinned {
+        product: ProductCard,
+    },
+    ProductUnpinned {
+        product: i64,
+    },
+    FlashSaleStarted {
+        sale: FlashSaleCard,
+    },
+    /// Stock left, a few times per second at most while it changes.
+    FlashSaleStock {
+        sale: i64,
+        remaining: u32,
+    },
+    FlashSaleEnded {
+        sale: i64,
+        sold: u32,
+    },
+    CouponOffered {
+        coupon: CouponCard,
+    },
+    RedPacketSent {
+        packet: RedPacketCard,
+    },
+    /// All shares taken, or expired (the rest went back to the sender).
+    RedPacketFinished {
+        packet: i64,
+        grabbed: u32,
+        #[ts(type = "number")]
+        returned_cents: i64,
+    },
+    LuckyBagLaunched {
+        bag: LuckyBagCard,
+    },
+    LuckyBagDrawn {
+        bag: i64,
+        /// The seed, hex; SHA-256 of its bytes is the launch's commitment.
+        seed: String,
+        entrants: u32,
+        winners: Vec<UserRef>,
+    },
+    /// Recent orders of the room, batched: a few names (masked) and how many in all.
+    OrderNotice {
+        buyers: Vec<String>,
+        count: u32,
+        product: String,
+    },
 }
 
 /// Delivery class of an event under load.
@@ -353,6 +493,12 @@ pub fn typescript_bindings() -> String {
         ChatMessage,
         MediaTrack,
         RoomMedia,
+        ProductCard,
+        FlashSaleCard,
+        CouponCard,
+        RedPacketCard,
+        LuckyBagCard,
+        CommerceEvent,
         RoomEvent,
         RoomSnapshot,
         ServerMsg

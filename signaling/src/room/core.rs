@@ -103,6 +103,9 @@ pub enum Input {
     },
     /// The media endpoint says what the room's publisher sends now (`None`: nothing).
     Media(Option<RoomMedia>),
+    /// An event another part of the node announces (commerce, teaching): numbered and
+    /// delivered like any other, never dropped.
+    Announce(RoomEvent),
     /// Time passes (drives stats).
     Tick,
 }
@@ -365,6 +368,7 @@ impl RoomCore {
                     self.emit(now, RoomEvent::MediaChanged { media }, None);
                 }
             }
+            Input::Announce(event) => self.emit(now, event, None),
             Input::Tick => {}
         }
         self.maybe_stats(now);
@@ -832,7 +836,9 @@ impl RoomCore {
             RoomEvent::UserUnmuted { user } => {
                 self.muted.remove(user);
             }
-            RoomEvent::MemberJoined { .. } | RoomEvent::MemberLeft { .. } => {}
+            RoomEvent::MemberJoined { .. }
+            | RoomEvent::MemberLeft { .. }
+            | RoomEvent::Commerce { .. } => {}
         }
         self.seq = seq;
         let wire = encode_event(self.id, seq, now, &event);

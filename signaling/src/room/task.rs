@@ -45,6 +45,8 @@ pub enum RoomCommand {
     SetWords(Arc<WordFilter>),
     /// What the room's publisher sends now (from the media endpoint).
     Media(Option<crate::protocol::RoomMedia>),
+    /// An event of another part of the node (commerce), to number and deliver.
+    Announce(crate::protocol::RoomEvent),
     /// Save the totals and stop (graceful shutdown).
     Shutdown,
 }
@@ -185,6 +187,7 @@ pub async fn run(
                     RoomCommand::Client { conn, id, msg } => core.handle(now, Input::Client { conn, id, msg }),
                     RoomCommand::SetWords(words) => core.set_words(words),
                     RoomCommand::Media(media) => core.handle(now, Input::Media(media)),
+                    RoomCommand::Announce(event) => core.handle(now, Input::Announce(event)),
                     RoomCommand::Shutdown => break,
                 }
                 flush(&mut core, &mut slots, &record, &deps, cluster.as_ref(), now).await;

@@ -58,9 +58,64 @@ codec: string, };
 export type RoomMedia = { publisher: number, tracks: Array<MediaTrack>, };
 
 /**
+ * A product as its card shows it in the room (讲解中 / 小黄车).
+ */
+export type ProductCard = { id: number, shop_id: number, title: string, image: string | null, 
+/**
+ * The lowest SKU price.
+ */
+price_cents: number, 
+/**
+ * Stock over all SKUs.
+ */
+stock: number, };
+
+/**
+ * A flash sale (秒杀) as the room shows it.
+ */
+export type FlashSaleCard = { id: number, product_id: number, sku_id: number, title: string, spec: string, price_cents: number, original_price_cents: number, stock: number, remaining: number, per_user_limit: number, 
+/**
+ * Unix milliseconds.
+ */
+starts_at: number, ends_at: number, };
+
+/**
+ * A coupon (优惠券) offered in the room.
+ */
+export type CouponCard = { id: number, shop_id: number, title: string, 
+/**
+ * 0: no threshold.
+ */
+threshold_cents: number, discount_cents: number, valid_until: number, remaining: number, per_user_limit: number, };
+
+/**
+ * A red packet (红包) sent in the room; grab it with `POST /api/v1/red-packets/{id}/grab`.
+ */
+export type RedPacketCard = { id: number, sender: UserRef, count: number, total_cents: number, greeting: string, expires_at: number, };
+
+/**
+ * A lucky bag (福袋): enter by its task before `draws_at`; the draw is recomputable from the
+ * seed revealed afterwards (its SHA-256 is `commitment`).
+ */
+export type LuckyBagCard = { id: number, prize: string, winners: number, 
+/**
+ * `comment`: send `keyword` in the chat.
+ */
+task: string, keyword: string | null, draws_at: number, commitment: string, };
+
+/**
+ * What the selling tools announce in a room.
+ */
+export type CommerceEvent = { "kind": "product_pinned", product: ProductCard, } | { "kind": "product_unpinned", product: number, } | { "kind": "flash_sale_started", sale: FlashSaleCard, } | { "kind": "flash_sale_stock", sale: number, remaining: number, } | { "kind": "flash_sale_ended", sale: number, sold: number, } | { "kind": "coupon_offered", coupon: CouponCard, } | { "kind": "red_packet_sent", packet: RedPacketCard, } | { "kind": "red_packet_finished", packet: number, grabbed: number, returned_cents: number, } | { "kind": "lucky_bag_launched", bag: LuckyBagCard, } | { "kind": "lucky_bag_drawn", bag: number, 
+/**
+ * The seed, hex; SHA-256 of its bytes is the launch's commitment.
+ */
+seed: string, entrants: number, winners: Array<UserRef>, } | { "kind": "order_notice", buyers: Array<string>, count: number, product: string, };
+
+/**
  * Something that happened in a room, in order.
  */
-export type RoomEvent = { "kind": "live_started", host: UserRef, } | { "kind": "live_ended", peak: number, likes: number, } | { "kind": "chat", message: ChatMessage, } | { "kind": "message_removed", message: number, by: UserRef, } | { "kind": "message_pinned", message: ChatMessage, } | { "kind": "message_unpinned" } | { "kind": "user_muted", user: number, until: number, } | { "kind": "user_unmuted", user: number, } | { "kind": "media_changed", media: RoomMedia | null, } | { "kind": "member_joined", user: UserRef, role: MemberRole, } | { "kind": "member_left", user: UserRef, };
+export type RoomEvent = { "kind": "live_started", host: UserRef, } | { "kind": "live_ended", peak: number, likes: number, } | { "kind": "chat", message: ChatMessage, } | { "kind": "message_removed", message: number, by: UserRef, } | { "kind": "message_pinned", message: ChatMessage, } | { "kind": "message_unpinned" } | { "kind": "user_muted", user: number, until: number, } | { "kind": "user_unmuted", user: number, } | { "kind": "media_changed", media: RoomMedia | null, } | { "kind": "member_joined", user: UserRef, role: MemberRole, } | { "kind": "member_left", user: UserRef, } | { "kind": "commerce", event: CommerceEvent, };
 
 /**
  * The state of a room as a newcomer (or a client that missed too much) needs it.

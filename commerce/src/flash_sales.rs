@@ -1,0 +1,519 @@
+//! Flash sales (秒杀): the host carves some of a SKU's stock out at a special price, with a
+//! per-user limit, a countdown to the start and a duration; viewers order through the gate
+//! (`crate::gate`), which turns the crowd away without touching the database; the winners' orders
+//! must be paid in time or their units go back into the sale. When the sale is over and no
+//! order is pending any more, the unsold units go back to the SKU.
+//!
+//! Contract: `POST /api/v1/flash-sales/{id}/orders` with `Idempotency-Key` → 201 with the order;
+//! 409 `sold_out` / `limit_reached`; the same key again → the same order.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use foundation::error::ErrorBody;
+use foundation::http::extract::{ApiJson, ApiPath, CurrentUser};
+
+use foundation::{ApiError, ApiResult, AppState, ErrorCode};
+use serde::{Deserialize, Serialize};
+use signaling::protocol::{CommerceEvent, FlashSaleCard};
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use crate::Commerce;
+use crate::core::stock::{Refusal, SaleWindow};
+use crate::gate::{Reserve, SaleSpec};
+use crate::orders::{self, NewOrder, OrderView};
+use crate::shops::{self, record_stock};
+use crate::util::{self, MAX_PRICE_CENTS};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFlashSale {
+    pub sku_id: i64,
+    pub price_cents: i64,
+    pub stock: i64,
+    pub per_user_limit: i64,
+    /// Countdown before it opens (0–3600 s).
+    pub starts_in_seconds: i64,
+    /// How long it stays open (10 s – 24 h).
+    pub duration_seconds: i64,
+    /// How long a winner has to pay (60–1800 s, default 300).
+    pub pay_seconds: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlashSaleView {
+    pub id: i64,
+    pub room_id: i64,
+    pub shop_id: i64,
+    pub product_id: i64,
+    pub sku_id: i64,
+    pub title: String,
+    pub spec: String,
+    pub price_cents: i64,
+    pub original_price_cents: i64,
+    pub stock: i64,
+    /// Units in orders not cancelled.
+    pub sold: i64,
+    pub remaining: i64,
+    pub per_user_limit: i64,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub pay_seconds: i64,
+    /// running | closed
+    pub status: String,
+}
+
+impl FlashSaleView {
+    pub(crate) fn card(&self) -> FlashSaleCard {
+        FlashSaleCard {
+            id: self.id,
+            product_id: self.product_id,
+            sku_id: self.sku_id,
+            title: self.title.clone(),
+            spec: self.spec.clone(),
+            price_cents: self.price_cents,
+            original_price_cents: self.original_price_cents,
+            stock: u32::try_from(self.stock).unwrap_or_default(),
+            remaining: u32::try_from(self.remaining).unwrap_or_default(),
+            per_user_limit: u32::try_from(self.per_user_limit).unwrap_or_default(),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        }
+    }
+
+    fn spec(&self) -> SaleSpec {
+        SaleSpec {
+            id: self.id,
+            stock: u32::try_from(self.stock).unwrap_or_default(),
+            per_user_limit: u32::try_from(self.per_user_limit).unwrap_or_default(),
+            window: SaleWindow {
+                starts_at: self.starts_at,
+                ends_at: self.ends_at,
+            },
+        }
+    }
+}
+
+const SALE_COLUMNS: &str = "SELECT f.id, f.room_id, f.shop_id, k.product_id, f.sku_id, p.title, k.spec, f.price_cents, \
+     k.price_cents, f.stock, f.sold, f.per_user_limit, f.starts_at, f.ends_at, f.pay_seconds, f.status \
+     FROM flash_sales f JOIN skus k ON k.id = f.sku_id JOIN products p ON p.id = k.product_id";
+
+fn sale_from_row(row: &sqlx::any::AnyRow) -> Result<FlashSaleView, sqlx::Error> {
+    let stock: i64 = row.try_get(9)?;
+    let sold: i64 = row.try_get(10)?;
+    Ok(FlashSaleView {
+        id: row.try_get(0)?,
+        room_id: row.try_get(1)?,
+        shop_id: row.try_get(2)?,
+        product_id: row.try_get(3)?,
+        sku_id: row.try_get(4)?,
+        title: row.try_get(5)?,
+        spec: row.try_get(6)?,
+        price_cents: row.try_get(7)?,
+        original_price_cents: row.try_get(8)?,
+        stock,
+        sold,
+        remaining: stock - sold,
+        per_user_limit: row.try_get(11)?,
+        starts_at: row.try_get(12)?,
+        ends_at: row.try_get(13)?,
+        pay_seconds: row.try_get(14)?,
+        status: row.try_get(15)?,
+    })
+}
+
+pub(crate) async fn sale_by_id(state: &AppState, id: i64) -> ApiResult<Option<FlashSaleView>> {
+    let sql = format!("{SALE_COLUMNS} WHERE f.id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(state.db.pool())
+        .await?;
+    Ok(row.as_ref().map(sale_from_row).transpose()?)
+}
+
+pub(crate) async fn sales_of_room(state: &AppState, room: i64) -> ApiResult<Vec<FlashSaleView>> {
+    let sql = format!("{SALE_COLUMNS} WHERE f.room_id = $1 ORDER BY f.id DESC LIMIT 50");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(room)
+        .fetch_all(state.db.pool())
+        .await?;
+    Ok(rows
+        .iter()
+        .map(sale_from_row)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?)
+}
+
+/// Start a flash sale in a room (its host, with a SKU of their own shop). The sale's stock
+/// leaves the SKU at once and returns when the sale is over.
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/flash-sales", tag = "commerce", request_body = CreateFlashSale,
+    params(("id" = i64, Path, description = "room id")),
+    responses((status = 201, body = FlashSaleView), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn create_flash_sale(
+    State(state): State<AppState>,
+    Extension(commerce): Extension<Commerce>,
+    CurrentUser(p): CurrentUser,
+    ApiPath(room): ApiPath<i64>,
+    ApiJson(body): ApiJson<CreateFlashSale>,
+) -> ApiResult<(StatusCode, Json<FlashSaleView>)> {
+    commerce.require_tools(&p, room).await?;
+    let not_found = || ApiError::with_message(ErrorCode::NotFound, "规格不存在");
+    let sku = orders::sku_for_sale(&state, body.sku_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let product = shops::product_by_id(&state, sku.product_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let shop = shops::owned_shop(&state, &p, product.shop_id).await?;
+    if product.status != "listed" {
+        return Err(ApiError::validation("商品须先上架才能秒杀"));
+    }
+    let price = util::cents(body.price_cents, "秒杀价", MAX_PRICE_CENTS)?;
+    if price >= sku.price_cents {
+        return Err(ApiError::validation("秒杀价须低于商品原价"));
+    }
+    let stock = util::count(body.stock, "秒杀库存", 1, 1_000_000)?;
+    let limit = util::count(body.per_user_limit, "每人限购", 1, 99)?;
+    let starts_in = util::count(body.starts_in_seconds, "开始倒计时（秒）", 0, 3600)?;
+    let duration = util::count(body.duration_seconds, "持续时间（秒）", 10, 86_400)?;
+    let pay_seconds = util::count(body.pay_seconds.unwrap_or(300), "支付时限（秒）", 60, 1800)?;
+    let now = state.clock.now_millis();
+    let starts_at = now + starts_in * 1000;
+    let mut tx = state.db.begin_write().await?;
+    let carved = sqlx::query(
+        "UPDATE skus SET stock = stock - $1 WHERE id = $2 AND stock >= $1 RETURNING stock",
+    )
+    .bind(stock)
+    .bind(body.sku_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(carved) = carved else {
+        return Err(ApiError::validation("秒杀库存不能超过该规格的现有库存"));
+    };
+    let stock_after: i64 = carved.try_get(0)?;
+    let row = sqlx::query(
+        "INSERT INTO flash_sales (room_id, shop_id, sku_id, price_cents, stock, per_user_limit, starts_at, ends_at, \
+         pay_seconds, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+    )
+    .bind(room)
+    .bind(shop.id)
+    .bind(body.sku_id)
+    .bind(price)
+    .bind(stock)
+    .bind(limit)
+    .bind(starts_at)
+    .bind(starts_at + duration * 1000)
+    .bind(pay_seconds)
+    .bind(p.account_id)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let id: i64 = row.try_get(0)?;
+    record_stock(
+        &mut tx,
+        body.sku_id,
+        -stock,
+        stock_after,
+        "flash_sale",
+        Some(id),
+        Some(p.account_id),
+        "秒杀占用",
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    let sale = sale_by_id(&state, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    commerce.sales.load(&sale.spec(), &[]).await?;
+    commerce
+        .rooms
+        .announce(room, CommerceEvent::FlashSaleStarted { sale: sale.card() })
+        .await;
+    Ok((StatusCode::CREATED, Json(sale)))
+}
+
+#[utoipa::path(get, path = "/api/v1/flash-sales/{id}", tag = "commerce",
+    params(("id" = i64, Path, description = "flash sale id")),
+    responses((status = 200, body = FlashSaleView), (status = 404, body = ErrorBody)))]
+pub async fn get_flash_sale(
+    State(state): State<AppState>,
+    Extension(commerce): Extension<Commerce>,
+    CurrentUser(p): CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<FlashSaleView>> {
+    let sale = visible_sale(&state, &commerce, &p, id).await?;
+    Ok(Json(sale))
+}
+
+async fn visible_sale(
+    state: &AppState,
+    commerce: &Commerce,
+    p: &foundation::identity::Principal,
+    id: i64,
+) -> ApiResult<FlashSaleView> {
+    let not_found = || ApiError::with_message(ErrorCode::NotFound, "秒杀活动不存在");
+    let sale = sale_by_id(state, id).await?.ok_or_else(not_found)?;
+    commerce
+        .rooms
+        .access(p, sale.room_id)
+        .await
+        .map_err(|_| not_found())?;
+    Ok(sale)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlashOrder {
+    /// Units (default 1, at most the per-user limit).
+    pub quantity: Option<i64>,
+    pub address: Option<String>,
+}
+
+/// What is already taken in a sale, per user: the gate's state after a restart.
+async fn taken_by_user(state: &AppState, sale: i64) -> ApiResult<Vec<(i64, u32)>> {
+    let rows = sqlx::query(
+        "SELECT buyer_id, SUM(quantity) FROM orders WHERE flash_sale_id = $1 AND status <> 'cancelled' GROUP BY buyer_id",
+    )
+    .bind(sale)
+    .fetch_all(state.db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let user: i64 = r.try_get(0)?;
+            let qty: i64 = r.try_get(1)?;
+            Ok((user, u32::try_from(qty).unwrap_or(u32::MAX)))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+fn refusal_error(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::SoldOut => ErrorCode::SoldOut.into(),
+        Refusal::LimitReached => ErrorCode::LimitReached.into(),
+        Refusal::NotOpen => ErrorCode::SaleNotOpen.into(),
+        Refusal::Ended => ErrorCode::SaleEnded.into(),
+        Refusal::BadQuantity => ApiError::validation("购买数量须至少为 1"),
+    }
+}
+
+/// Buy in a flash sale. `Idempotency-Key` is required: repeating the request (a retry after a
+/// timeout, a double tap) answers with the same order and never takes stock twice.
+#[utoipa::path(post, path = "/api/v1/flash-sales/{id}/orders", tag = "commerce",
+    request_body = Option<FlashOrder>,
+    params(("id" = i64, Path, description = "flash sale id"),
+           ("Idempotency-Key" = String, Header, description = "1–64 of [A-Za-z0-9_-]")),
+    responses((status = 201, body = OrderView), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 410, body = ErrorBody)))]
+pub async fn order_flash_sale(
+    State(state): State<AppState>,
+    Extension(commerce): Extension<Commerce>,
+    CurrentUser(p): CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<OrderView>)> {
+    let key = util::idempotency_key(&headers)?
+        .ok_or_else(|| ApiError::new(ErrorCode::IdempotencyKeyRequired))?;
+    let body: FlashOrder = util::optional_json(&body)?;
+    let quantity = util::count(
+        body.quantity.unwrap_or(1),
+        "购买数量",
+        1,
+        orders::MAX_QUANTITY,
+    )?;
+    let address = util::text(&body.address.unwrap_or_default(), "收货地址", 0, 200)?;
+    let sale = commerce.sale(id).await?;
+    if let Some(existing) = orders::order_by_key(&state, p.account_id, &key).await? {
+        return orders::replay_order(&state, &existing, sale.view.sku_id, Some(id)).await;
+    }
+    commerce.rooms.access(&p, sale.view.room_id).await?;
+    if sale.shop_owner == p.account_id {
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            "不能购买自己店铺的商品",
+        ));
+    }
+    let qty = u32::try_from(quantity).unwrap_or(u32::MAX);
+    let now = state.clock.now_millis();
+    let spec = sale.view.spec();
+    let mut reserve = commerce
+        .sales
+        .reserve(&spec, now, p.account_id, qty)
+        .await?;
+    if reserve == Reserve::NotLoaded {
+        let taken = taken_by_user(&state, id).await?;
+        commerce.sales.load(&spec, &taken).await?;
+        reserve = commerce
+            .sales
+            .reserve(&spec, now, p.account_id, qty)
+            .await?;
+    }
+    match reserve {
+        Reserve::Reserved { .. } => {}
+        Reserve::Refused(refusal) => return Err(refusal_error(refusal)),
+        Reserve::NotLoaded => return Err(ErrorCode::Unavailable.into()),
+    }
+    // From here the reservation must end in an order or be released.
+    let placed = write_order(&commerce, &sale, &p, quantity, &address, &key, now).await;
+    match placed {
+        Ok(order) => {
+            commerce
+                .notices
+                .order(sale.view.room_id, &p.name, &sale.view.title);
+            commerce
+                .flash_stock_changed(id, Some(sale.view.room_id))
+                .await;
+            Ok((
+                StatusCode::CREATED,
+                Json(orders::order_view(&state, order).await?),
+            ))
+        }
+        Err(e) => {
+            if let Err(release) = commerce.sales.release(id, p.account_id, qty).await {
+                tracing::warn!(sale = id, error = %release, "flash-sale gate release failed");
+            }
+            match e {
+                WriteError::Duplicate => {
+                    let existing = orders::order_by_key(&state, p.account_id, &key)
+                        .await?
+                        .ok_or_else(ApiError::not_found)?;
+                    orders::replay_order(&state, &existing, sale.view.sku_id, Some(id)).await
+                }
+                WriteError::SoldOut => Err(ErrorCode::SoldOut.into()),
+                WriteError::Api(e) => Err(e),
+            }
+        }
+    }
+}
+
+enum WriteError {
+    /// The idempotency key raced in from another request.
+    Duplicate,
+    /// The database's own check: never more than the sale's stock.
+    SoldOut,
+    Api(ApiError),
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(e: sqlx::Error) -> Self {
+        if util::is_unique_violation(&e) {
+            WriteError::Duplicate
+        } else {
+            WriteError::Api(e.into())
+        }
+    }
+}
+
+async fn write_order(
+    commerce: &Commerce,
+    sale: &crate::CachedSale,
+    p: &foundation::identity::Principal,
+    quantity: i64,
+    address: &str,
+    key: &str,
+    now: i64,
+) -> Result<i64, WriteError> {
+    let state = &commerce.app;
+    let mut tx = state.db.begin_write().await?;
+    let taken = sqlx::query("UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock AND status = 'running'")
+        .bind(quantity)
+        .bind(sale.view.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if taken == 0 {
+        return Err(WriteError::SoldOut);
+    }
+    sqlx::query("UPDATE skus SET sold = sold + $1 WHERE id = $2")
+        .bind(quantity)
+        .bind(sale.view.sku_id)
+        .execute(&mut *tx)
+        .await?;
+    let new = NewOrder {
+        buyer: p.account_id,
+        shop_id: sale.view.shop_id,
+        sku_id: sale.view.sku_id,
+        room_id: Some(sale.view.room_id),
+        flash_sale_id: Some(sale.view.id),
+        coupon_claim_id: None,
+        product_title: &sale.view.title,
+        sku_spec: &sale.view.spec,
+        quantity,
+        unit_price_cents: sale.view.price_cents,
+        discount_cents: 0,
+        address,
+        pay_deadline: now + sale.view.pay_seconds * 1000,
+        idempotency_key: Some(key),
+    };
+    let id = orders::insert_order(&mut tx, &new, now).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Closes sales that are over and have no unpaid order left: the unsold units go back to the
+/// SKU, and the room hears the sale ended. Safe on several nodes (`WHERE status = 'running'`).
+pub(crate) async fn close_finished(commerce: &Commerce, now: i64) -> anyhow::Result<usize> {
+    let state = &commerce.app;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT f.id FROM flash_sales f WHERE f.status = 'running' AND f.ends_at <= $1 AND NOT EXISTS \
+         (SELECT 1 FROM orders o WHERE o.flash_sale_id = f.id AND o.status = 'pending_payment') LIMIT 100",
+    )
+    .bind(now)
+    .fetch_all(state.db.pool())
+    .await?;
+    let mut closed = 0;
+    for id in ids {
+        let mut tx = state.db.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE flash_sales SET status = 'closed', returned = stock - sold WHERE id = $1 AND status = 'running' \
+             RETURNING sku_id, stock - sold, sold, room_id",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { continue };
+        let sku: i64 = row.try_get(0)?;
+        let unsold: i64 = row.try_get(1)?;
+        let sold: i64 = row.try_get(2)?;
+        let room: i64 = row.try_get(3)?;
+        if unsold > 0 {
+            let stock: i64 = sqlx::query_scalar(
+                "UPDATE skus SET stock = stock + $1 WHERE id = $2 RETURNING stock",
+            )
+            .bind(unsold)
+            .bind(sku)
+            .fetch_one(&mut *tx)
+            .await?;
+            record_stock(
+                &mut tx,
+                sku,
+                unsold,
+                stock,
+                "flash_sale_return",
+                Some(id),
+                None,
+                "秒杀结束，未售出库存退回",
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        closed += 1;
+        commerce.forget_sale(id).await;
+        commerce
+            .rooms
+            .announce(
+                room,
+                CommerceEvent::FlashSaleEnded {
+                    sale: id,
+                    sold: u32::try_from(sold).unwrap_or_default(),
+                },
+            )
+            .await;
+    }
+    Ok(closed)
+}

@@ -1,0 +1,824 @@
+//! Orders: placing one (from the shop or the room, optionally with a coupon), simulated payment,
+//! shipping with a simulated tracking number, receipt, refund and return requests and their
+//! handling, and the automatic cancel of orders left unpaid (their stock goes back).
+//!
+//! Every change is one transaction: the order row moves only from the status it was read in
+//! (`WHERE status = $from`), the money moves through the wallet ledger, the stock through the
+//! stock history, and an `order_events` row records who did what.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use foundation::error::ErrorBody;
+use foundation::http::extract::{ApiJson, ApiPath, ApiQuery, CurrentUser};
+use foundation::identity::Principal;
+use foundation::{ApiError, ApiResult, AppState, ErrorCode};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sqlx::{Any, Row, Transaction};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::Commerce;
+use crate::core::coupon::UseError;
+use crate::core::order::{self, Action, Actor, OrderStatus, TransitionError};
+use crate::shops::{self, record_stock};
+use crate::util;
+use crate::wallet::{self, Reason};
+
+/// How long a regular order may stay unpaid.
+pub const PAY_WINDOW_MS: i64 = 15 * 60_000;
+/// Most units of one SKU in one order.
+pub const MAX_QUANTITY: i64 = 99;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderEventView {
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub action: String,
+    pub actor_id: Option<i64>,
+    pub note: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderView {
+    pub id: i64,
+    /// pending_payment | paid | shipped | completed | cancelled | refund_requested | refunded
+    pub status: String,
+    pub buyer_id: i64,
+    pub buyer_name: String,
+    pub shop_id: i64,
+    pub shop_name: String,
+    pub sku_id: i64,
+    pub product_title: String,
+    pub sku_spec: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+    pub subtotal_cents: i64,
+    pub discount_cents: i64,
+    pub total_cents: i64,
+    pub room_id: Option<i64>,
+    pub flash_sale_id: Option<i64>,
+    pub coupon_claim_id: Option<i64>,
+    pub tracking_no: Option<String>,
+    pub refund_reason: Option<String>,
+    pub address: String,
+    /// Unpaid orders are cancelled at this time (Unix milliseconds).
+    pub pay_deadline: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Every state change, oldest first (in the detail view only).
+    pub events: Vec<OrderEventView>,
+}
+
+/// An order as stored (what transitions need).
+#[derive(Debug, Clone)]
+pub(crate) struct OrderRow {
+    pub id: i64,
+    pub buyer_id: i64,
+    pub shop_owner: i64,
+    pub sku_id: i64,
+    pub flash_sale_id: Option<i64>,
+    pub quantity: i64,
+    pub total_cents: i64,
+    pub status: OrderStatus,
+    pub refund_from: Option<OrderStatus>,
+    /// What the idempotent request asked for: the SKU, quantity and flash sale.
+    pub room_id: Option<i64>,
+}
+
+const ORDER_ROW: &str = "SELECT o.id, o.buyer_id, o.shop_id, s.owner_id, o.sku_id, o.flash_sale_id, o.quantity, \
+     o.total_cents, o.status, o.refund_from, o.room_id FROM orders o JOIN shops s ON s.id = o.shop_id";
+
+fn order_row(row: &sqlx::any::AnyRow) -> Result<OrderRow, sqlx::Error> {
+    let status: String = row.try_get(8)?;
+    let refund_from: Option<String> = row.try_get(9)?;
+    Ok(OrderRow {
+        id: row.try_get(0)?,
+        buyer_id: row.try_get(1)?,
+        shop_owner: row.try_get(3)?,
+        sku_id: row.try_get(4)?,
+        flash_sale_id: row.try_get(5)?,
+        quantity: row.try_get(6)?,
+        total_cents: row.try_get(7)?,
+        status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Cancelled),
+        refund_from: refund_from.as_deref().and_then(OrderStatus::parse),
+        room_id: row.try_get(10)?,
+    })
+}
+
+pub(crate) async fn order_by_id(state: &AppState, id: i64) -> ApiResult<Option<OrderRow>> {
+    let sql = format!("{ORDER_ROW} WHERE o.id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(state.db.pool())
+        .await?;
+    Ok(row.as_ref().map(order_row).transpose()?)
+}
+
+pub(crate) async fn order_by_key(
+    state: &AppState,
+    buyer: i64,
+    key: &str,
+) -> ApiResult<Option<OrderRow>> {
+    let sql = format!("{ORDER_ROW} WHERE o.buyer_id = $1 AND o.idempotency_key = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(buyer)
+        .bind(key)
+        .fetch_optional(state.db.pool())
+        .await?;
+    Ok(row.as_ref().map(order_row).transpose()?)
+}
+
+const VIEW_COLUMNS: &str = "SELECT o.id, o.status, o.buyer_id, a.name, o.shop_id, s.name, o.sku_id, o.product_title, \
+     o.sku_spec, o.quantity, o.unit_price_cents, o.subtotal_cents, o.discount_cents, o.total_cents, o.room_id, \
+     o.flash_sale_id, o.coupon_claim_id, o.tracking_no, o.refund_reason, o.address, o.pay_deadline, o.created_at, \
+     o.updated_at FROM orders o JOIN shops s ON s.id = o.shop_id JOIN accounts a ON a.id = o.buyer_id";
+
+fn view_from_row(row: &sqlx::any::AnyRow) -> Result<OrderView, sqlx::Error> {
+    Ok(OrderView {
+        id: row.try_get(0)?,
+        status: row.try_get(1)?,
+        buyer_id: row.try_get(2)?,
+        buyer_name: row.try_get(3)?,
+        shop_id: row.try_get(4)?,
+        shop_name: row.try_get(5)?,
+        sku_id: row.try_get(6)?,
+        product_title: row.try_get(7)?,
+        sku_spec: row.try_get(8)?,
+        quantity: row.try_get(9)?,
+        unit_price_cents: row.try_get(10)?,
+        subtotal_cents: row.try_get(11)?,
+        discount_cents: row.try_get(12)?,
+        total_cents: row.try_get(13)?,
+        room_id: row.try_get(14)?,
+        flash_sale_id: row.try_get(15)?,
+        coupon_claim_id: row.try_get(16)?,
+        tracking_no: row.try_get(17)?,
+        refund_reason: row.try_get(18)?,
+        address: row.try_get(19)?,
+        pay_deadline: row.try_get(20)?,
+        created_at: row.try_get(21)?,
+        updated_at: row.try_get(22)?,
+        events: Vec::new(),
+    })
+}
+
+/// The full view of one order, with its history.
+pub(crate) async fn order_view(state: &AppState, id: i64) -> ApiResult<OrderView> {
+    let sql = format!("{VIEW_COLUMNS} WHERE o.id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(state.db.pool())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let mut view = view_from_row(&row)?;
+    let events = sqlx::query(
+        "SELECT from_status, to_status, action, actor_id, note, at FROM order_events \
+         WHERE order_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(state.db.pool())
+    .await?;
+    view.events = events
+        .iter()
+        .map(|r| {
+            Ok(OrderEventView {
+                from_status: r.try_get(0)?,
+                to_status: r.try_get(1)?,
+                action: r.try_get(2)?,
+                actor_id: r.try_get(3)?,
+                note: r.try_get(4)?,
+                at: r.try_get(5)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(view)
+}
+
+/// A new order, written by [`insert_order`].
+#[derive(Debug)]
+pub(crate) struct NewOrder<'a> {
+    pub buyer: i64,
+    pub shop_id: i64,
+    pub sku_id: i64,
+    pub room_id: Option<i64>,
+    pub flash_sale_id: Option<i64>,
+    pub coupon_claim_id: Option<i64>,
+    pub product_title: &'a str,
+    pub sku_spec: &'a str,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+    pub discount_cents: i64,
+    pub address: &'a str,
+    pub pay_deadline: i64,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Inserts the order and its first event; a repeated idempotency key is a unique violation.
+pub(crate) async fn insert_order(
+    tx: &mut Transaction<'static, Any>,
+    order: &NewOrder<'_>,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    let subtotal = order.unit_price_cents * order.quantity;
+    let row = sqlx::query(
+        "INSERT INTO orders (buyer_id, shop_id, sku_id, room_id, flash_sale_id, coupon_claim_id, product_title, \
+         sku_spec, quantity, unit_price_cents, subtotal_cents, discount_cents, total_cents, status, address, \
+         pay_deadline, idempotency_key, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending_payment', $14, $15, $16, $17, $17) \
+         RETURNING id",
+    )
+    .bind(order.buyer)
+    .bind(order.shop_id)
+    .bind(order.sku_id)
+    .bind(order.room_id)
+    .bind(order.flash_sale_id)
+    .bind(order.coupon_claim_id)
+    .bind(order.product_title)
+    .bind(order.sku_spec)
+    .bind(order.quantity)
+    .bind(order.unit_price_cents)
+    .bind(subtotal)
+    .bind(order.discount_cents)
+    .bind(subtotal - order.discount_cents)
+    .bind(order.address)
+    .bind(order.pay_deadline)
+    .bind(order.idempotency_key)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    let id: i64 = row.try_get(0)?;
+    order_event(
+        tx,
+        id,
+        None,
+        OrderStatus::PendingPayment,
+        "place",
+        Some(order.buyer),
+        "",
+        now,
+    )
+    .await?;
+    Ok(id)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn order_event(
+    tx: &mut Transaction<'static, Any>,
+    order: i64,
+    from: Option<OrderStatus>,
+    to: OrderStatus,
+    action: &str,
+    actor: Option<i64>,
+    note: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO order_events (order_id, from_status, to_status, action, actor_id, note, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(order)
+    .bind(from.map(OrderStatus::as_str))
+    .bind(to.as_str())
+    .bind(action)
+    .bind(actor)
+    .bind(note)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    pub sku_id: i64,
+    pub quantity: i64,
+    /// The live room it is bought from, for the room's dashboard and order notices.
+    pub room_id: Option<i64>,
+    /// A claimed coupon of this shop.
+    pub coupon_claim_id: Option<i64>,
+    /// Simulated delivery address.
+    pub address: Option<String>,
+}
+
+/// The SKU with its product's title and shop, as an order needs them.
+pub(crate) struct SkuForSale {
+    pub product_id: i64,
+    pub spec: String,
+    pub price_cents: i64,
+}
+
+pub(crate) async fn sku_for_sale(state: &AppState, sku: i64) -> ApiResult<Option<SkuForSale>> {
+    let row = sqlx::query("SELECT product_id, spec, price_cents FROM skus WHERE id = $1")
+        .bind(sku)
+        .fetch_optional(state.db.pool())
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(SkuForSale {
+        product_id: row.try_get(0)?,
+        spec: row.try_get(1)?,
+        price_cents: row.try_get(2)?,
+    }))
+}
+
+/// Whether `p` may buy in `room` (when given): they must be able to enter it.
+async fn check_room(commerce: &Commerce, p: &Principal, room: Option<i64>) -> ApiResult<()> {
+    if let Some(room) = room {
+        commerce.rooms.access(p, room).await?;
+    }
+    Ok(())
+}
+
+/// An existing order for a repeated idempotency key: the same order if the request is the same.
+pub(crate) async fn replay_order(
+    state: &AppState,
+    existing: &OrderRow,
+    sku: i64,
+    sale: Option<i64>,
+) -> ApiResult<(StatusCode, Json<OrderView>)> {
+    if existing.sku_id != sku || existing.flash_sale_id != sale {
+        return Err(ErrorCode::IdempotencyKeyReused.into());
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(order_view(state, existing.id).await?),
+    ))
+}
+
+/// Place an order for one SKU of a listed product (stock is held until it is paid or
+/// cancelled). With `Idempotency-Key`, repeating the request returns the same order.
+#[utoipa::path(post, path = "/api/v1/orders", tag = "commerce", request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–64 of [A-Za-z0-9_-]")),
+    responses((status = 201, body = OrderView), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn place_order(
+    State(state): State<AppState>,
+    Extension(commerce): Extension<Commerce>,
+    CurrentUser(p): CurrentUser,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PlaceOrder>,
+) -> ApiResult<(StatusCode, Json<OrderView>)> {
+    let key = util::idempotency_key(&headers)?;
+    if let Some(key) = &key
+        && let Some(existing) = order_by_key(&state, p.account_id, key).await?
+    {
+        return replay_order(&state, &existing, body.sku_id, None).await;
+    }
+    let quantity = util::count(body.quantity, "购买数量", 1, MAX_QUANTITY)?;
+    let address = util::text(&body.address.unwrap_or_default(), "收货地址", 0, 200)?;
+    let not_found = || ApiError::with_message(ErrorCode::NotFound, "商品不存在或已下架");
+    let sku = sku_for_sale(&state, body.sku_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let (product, shop) = shops::visible_product(&state, &p, sku.product_id).await?;
+    if shop.owner_id == p.account_id {
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            "不能购买自己店铺的商品",
+        ));
+    }
+    check_room(&commerce, &p, body.room_id).await?;
+    let now = state.clock.now_millis();
+    let subtotal = sku.price_cents * quantity;
+    let discount = match body.coupon_claim_id {
+        Some(claim) => {
+            crate::coupons::discount_for_claim(&state, p.account_id, claim, shop.id, subtotal, now)
+                .await?
+        }
+        None => 0,
+    };
+    let mut tx = state.db.begin_write().await?;
+    let stock_row = sqlx::query(
+        "UPDATE skus SET stock = stock - $1, sold = sold + $1 WHERE id = $2 AND stock >= $1 RETURNING stock",
+    )
+    .bind(quantity)
+    .bind(body.sku_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(stock_row) = stock_row else {
+        return Err(ErrorCode::SoldOut.into());
+    };
+    let stock_after: i64 = stock_row.try_get(0)?;
+    let new = NewOrder {
+        buyer: p.account_id,
+        shop_id: shop.id,
+        sku_id: body.sku_id,
+        room_id: body.room_id,
+        flash_sale_id: None,
+        coupon_claim_id: body.coupon_claim_id,
+        product_title: &product.title,
+        sku_spec: &sku.spec,
+        quantity,
+        unit_price_cents: sku.price_cents,
+        discount_cents: discount,
+        address: &address,
+        pay_deadline: now + PAY_WINDOW_MS,
+        idempotency_key: key.as_deref(),
+    };
+    let id = match insert_order(&mut tx, &new, now).await {
+        Ok(id) => id,
+        Err(e) if util::is_unique_violation(&e) => {
+            // The same key raced in from another request: answer with its order.
+            drop(tx);
+            let existing = order_by_key(&state, p.account_id, key.as_deref().unwrap_or_default())
+                .await?
+                .ok_or_else(ApiError::not_found)?;
+            return replay_order(&state, &existing, body.sku_id, None).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    record_stock(
+        &mut tx,
+        body.sku_id,
+        -quantity,
+        stock_after,
+        "order",
+        Some(id),
+        Some(p.account_id),
+        "",
+        now,
+    )
+    .await?;
+    if let Some(claim) = body.coupon_claim_id {
+        crate::coupons::use_claim(&mut tx, claim, id, now).await?;
+    }
+    tx.commit().await?;
+    if let Some(room) = body.room_id {
+        commerce.notices.order(room, &p.name, &product.title);
+    }
+    Ok((StatusCode::CREATED, Json(order_view(&state, id).await?)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OrderQuery {
+    /// `buyer` (default): my purchases; `merchant`: my shop's orders.
+    #[serde(rename = "as")]
+    pub as_: Option<String>,
+    pub status: Option<String>,
+    pub room_id: Option<i64>,
+}
+
+/// My orders as a buyer, or my shop's orders as the merchant; newest first (at most 200).
+#[utoipa::path(get, path = "/api/v1/orders", tag = "commerce", params(OrderQuery),
+    responses((status = 200, body = [OrderView]), (status = 400, body = ErrorBody)))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    CurrentUser(p): CurrentUser,
+    ApiQuery(query): ApiQuery<OrderQuery>,
+) -> ApiResult<Json<Vec<OrderView>>> {
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            OrderStatus::parse(s)
+                .ok_or_else(|| ApiError::validation("未知的订单状态"))?
+                .as_str(),
+        ),
+    };
+    let filter = match query.as_.as_deref().unwrap_or("buyer") {
+        "buyer" => "o.buyer_id = $1",
+        "merchant" => "s.owner_id = $1",
+        _ => return Err(ApiError::validation("as 须为 buyer 或 merchant")),
+    };
+    let sql = format!(
+        "{VIEW_COLUMNS} WHERE {filter} AND ($2 IS NULL OR o.status = $2) AND ($3 IS NULL OR o.room_id = $3) \
+         ORDER BY o.id DESC LIMIT 200"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(p.account_id)
+        .bind(status)
+        .bind(query.room_id)
+        .fetch_all(state.db.pool())
+        .await?;
+    let orders = rows
+        .iter()
+        .map(view_from_row)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Json(orders))
+}
+
+/// Who `p` is to the order; not found when neither its buyer nor its merchant.
+fn actor_of(p: &Principal, order: &OrderRow) -> ApiResult<Actor> {
+    if order.buyer_id == p.account_id {
+        Ok(Actor::Buyer)
+    } else if order.shop_owner == p.account_id {
+        Ok(Actor::Merchant)
+    } else {
+        Err(ApiError::with_message(ErrorCode::NotFound, "订单不存在"))
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "commerce",
+    params(("id" = i64, Path, description = "order id")),
+    responses((status = 200, body = OrderView), (status = 404, body = ErrorBody)))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    CurrentUser(p): CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<OrderView>> {
+    let order = order_by_id(&state, id)
+        .await?
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "订单不存在"))?;
+    actor_of(&p, &order)?;
+    Ok(Json(order_view(&state, id).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderActionBody {
+    /// Why (a refund request needs one; optional elsewhere).
+    pub reason: Option<String>,
+}
+
+/// Move an order on: `pay`, `cancel`, `ship`, `confirm` (receipt), `refund` (request a refund
+/// or return), `approve-refund`, `reject-refund`. The buyer pays, confirms and asks for refunds;
+/// the merchant ships and handles refunds; either may cancel an unpaid order.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/{action}", tag = "commerce",
+    request_body = Option<OrderActionBody>,
+    params(("id" = i64, Path, description = "order id"),
+           ("action" = String, Path, description = "pay | cancel | ship | confirm | refund | approve-refund | reject-refund")),
+    responses((status = 200, body = OrderView), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn order_action(
+    State(state): State<AppState>,
+    Extension(commerce): Extension<Commerce>,
+    CurrentUser(p): CurrentUser,
+    ApiPath((id, action)): ApiPath<(i64, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<OrderView>> {
+    let body: OrderActionBody = util::optional_json(&body)?;
+    let action = match action.as_str() {
+        "pay" => Action::Pay,
+        "cancel" => Action::Cancel,
+        "ship" => Action::Ship,
+        "confirm" => Action::ConfirmReceipt,
+        "refund" => Action::RequestRefund,
+        "approve-refund" => Action::ApproveRefund,
+        "reject-refund" => Action::RejectRefund,
+        _ => {
+            return Err(ApiError::with_message(
+                ErrorCode::NotFound,
+                "未知的订单操作",
+            ));
+        }
+    };
+    let order = order_by_id(&state, id)
+        .await?
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "订单不存在"))?;
+    let actor = actor_of(&p, &order)?;
+    let reason = util::text(&body.reason.unwrap_or_default(), "原因", 0, 200)?;
+    if action == Action::RequestRefund && reason.is_empty() {
+        return Err(ApiError::validation("申请退款须说明原因"));
+    }
+    apply_action(
+        &commerce,
+        &order,
+        action,
+        actor,
+        Some(p.account_id),
+        &reason,
+    )
+    .await?;
+    Ok(Json(order_view(&state, id).await?))
+}
+
+/// Carries out one transition of `order`, with its money and stock, in one transaction.
+pub(crate) async fn apply_action(
+    commerce: &Commerce,
+    order: &OrderRow,
+    action: Action,
+    actor: Actor,
+    actor_id: Option<i64>,
+    note: &str,
+) -> ApiResult<()> {
+    let state = &commerce.app;
+    let step =
+        order::transition(order.status, action, actor, order.refund_from).map_err(|e| match e {
+            TransitionError::WrongActor => {
+                ApiError::with_message(ErrorCode::Forbidden, "你不能对这个订单执行此操作")
+            }
+            TransitionError::NotAllowed { .. } => ErrorCode::InvalidTransition.into(),
+        })?;
+    let now = state.clock.now_millis();
+    let mut tx = state.db.begin_write().await?;
+    let refund_from = match action {
+        Action::RequestRefund => Some(order.status.as_str()),
+        _ => None,
+    };
+    let tracking = (action == Action::Ship).then(tracking_number);
+    let moved = sqlx::query(
+        "UPDATE orders SET status = $1, updated_at = $2, \
+         refund_from = CASE WHEN $3 = 1 THEN $4 ELSE refund_from END, \
+         refund_reason = CASE WHEN $3 = 1 THEN $5 ELSE refund_reason END, \
+         tracking_no = COALESCE($6, tracking_no) \
+         WHERE id = $7 AND status = $8",
+    )
+    .bind(step.to.as_str())
+    .bind(now)
+    .bind(i64::from(action == Action::RequestRefund))
+    .bind(refund_from)
+    .bind(note)
+    .bind(tracking.as_deref())
+    .bind(order.id)
+    .bind(order.status.as_str())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        // Someone else moved it first (the sweeper, the other party).
+        return Err(ErrorCode::InvalidTransition.into());
+    }
+    match action {
+        Action::Pay => {
+            wallet::apply(
+                &mut tx,
+                order.buyer_id,
+                -order.total_cents,
+                Reason::OrderPayment,
+                Some(order.id),
+                now,
+            )
+            .await?;
+        }
+        Action::ConfirmReceipt => {
+            wallet::apply(
+                &mut tx,
+                order.shop_owner,
+                order.total_cents,
+                Reason::OrderIncome,
+                Some(order.id),
+                now,
+            )
+            .await?;
+        }
+        Action::ApproveRefund => {
+            let paid_out = order.refund_from == Some(OrderStatus::Completed);
+            if paid_out {
+                wallet::apply(
+                    &mut tx,
+                    order.shop_owner,
+                    -order.total_cents,
+                    Reason::RefundClawback,
+                    Some(order.id),
+                    now,
+                )
+                .await?;
+            }
+            wallet::apply(
+                &mut tx,
+                order.buyer_id,
+                order.total_cents,
+                Reason::Refund,
+                Some(order.id),
+                now,
+            )
+            .await?;
+            sqlx::query("UPDATE skus SET sold = sold - $1 WHERE id = $2")
+                .bind(order.quantity)
+                .bind(order.sku_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        _ => {}
+    }
+    let cancelled = matches!(action, Action::Cancel | Action::Expire);
+    if cancelled {
+        sqlx::query("UPDATE skus SET sold = sold - $1 WHERE id = $2")
+            .bind(order.quantity)
+            .bind(order.sku_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE coupon_claims SET used_order_id = NULL, used_at = NULL WHERE used_order_id = $1")
+            .bind(order.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if step.restock {
+        restock(&mut tx, order, actor_id, now).await?;
+    }
+    order_event(
+        &mut tx,
+        order.id,
+        Some(order.status),
+        step.to,
+        action.as_str(),
+        actor_id,
+        note,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    if step.restock
+        && let Some(sale) = order.flash_sale_id
+    {
+        let qty = u32::try_from(order.quantity).unwrap_or_default();
+        if let Err(e) = commerce.sales.release(sale, order.buyer_id, qty).await {
+            // The database has the stock back; the gate reloads it when it next loses state.
+            tracing::warn!(sale, error = %e, "flash-sale gate release failed");
+        }
+        commerce.flash_stock_changed(sale, order.room_id).await;
+    }
+    Ok(())
+}
+
+/// Puts an order's units back: into its flash sale while that runs, else into the SKU.
+async fn restock(
+    tx: &mut Transaction<'static, Any>,
+    order: &OrderRow,
+    actor: Option<i64>,
+    now: i64,
+) -> ApiResult<()> {
+    if let Some(sale) = order.flash_sale_id {
+        let back_in_sale = sqlx::query(
+            "UPDATE flash_sales SET sold = sold - $1 WHERE id = $2 AND status = 'running'",
+        )
+        .bind(order.quantity)
+        .bind(sale)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if back_in_sale == 1 {
+            return Ok(());
+        }
+    }
+    let row = sqlx::query("UPDATE skus SET stock = stock + $1 WHERE id = $2 RETURNING stock")
+        .bind(order.quantity)
+        .bind(order.sku_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let stock: i64 = row.try_get(0)?;
+    let reason = if order.status == OrderStatus::PendingPayment {
+        "cancel"
+    } else {
+        "refund"
+    };
+    record_stock(
+        tx,
+        order.sku_id,
+        order.quantity,
+        stock,
+        reason,
+        Some(order.id),
+        actor,
+        "",
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A simulated courier tracking number.
+fn tracking_number() -> String {
+    let digits: u64 = rand::thread_rng().gen_range(100_000_000_000..1_000_000_000_000);
+    format!("SIM{digits}")
+}
+
+/// Cancels orders whose payment time is over (their stock goes back). Safe on several nodes:
+/// each order moves only from `pending_payment`, so exactly one sweeper wins it.
+pub(crate) async fn expire_unpaid(commerce: &Commerce, now: i64) -> anyhow::Result<usize> {
+    let sql = format!(
+        "{ORDER_ROW} WHERE o.status = 'pending_payment' AND o.pay_deadline <= $1 ORDER BY o.pay_deadline LIMIT 200"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .fetch_all(commerce.app.db.pool())
+        .await?;
+    let mut expired = 0;
+    for row in &rows {
+        let order = order_row(row)?;
+        match apply_action(
+            commerce,
+            &order,
+            Action::Expire,
+            Actor::System,
+            None,
+            "超时未支付，自动取消",
+        )
+        .await
+        {
+            Ok(()) => expired += 1,
+            Err(e) if e.code == ErrorCode::InvalidTransition => {}
+            Err(e) => {
+                tracing::warn!(order = order.id, error = %e, "could not expire an unpaid order")
+            }
+        }
+    }
+    Ok(expired)
+}
+
+/// What a coupon's refusal means to the buyer.
+pub(crate) fn coupon_use_error(e: UseError) -> ApiError {
+    match e {
+        UseError::NotYetValid | UseError::Expired => ErrorCode::CouponExpired.into(),
+        UseError::BelowThreshold { threshold_cents } => ApiError::with_message(
+            ErrorCode::CouponNotApplicable,
+            format!(
+                "订单金额未满 {:.2} 元，不能使用这张优惠券",
+                threshold_cents as f64 / 100.0
+            ),
+        ),
+    }
+}

@@ -1,0 +1,536 @@
+//! Red packets (红包): the host sends an amount split into shares by the double-mean rule
+//! (`core::red_packet`, split when sent and stored share by share); each viewer grabs once,
+//! through the gate (`crate::gate`); what is left when the packet expires goes back to the
+//! sender's wallet. Everyone in the room can see who got how much.
+//!
+//! Contract: `POST /api/v1/red-packets/{id}/grab` → 200 `{"amount_cents": n}`; the same user
+//! again → 409 `already_grabbed`; none left → 410 `red_packet_empty`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use foundation::error::ErrorBody;
+use foundation::http::extract::{ApiJson, ApiPath, CurrentUser};
+use foundation::{ApiError, ApiResult, AppState, ErrorCode};
+use serde::{Deserialize, Serialize};
+use signaling::protocol::{CommerceEvent, RedPacketCard, UserRef};
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use crate::Commerce;
+use crate::core::red_packet::{self, MAX_SHARES, SplitError};
+use crate::gate::Grab;
+use crate::util;
+use crate::wallet::{self, Reason};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRedPacket {
+    pub total_cents: i64,
+    pub count: i64,
+    pub greeting: Option<String>,
+    /// How long it can be grabbed (10 s – 24 h, default 120 s).
+    pub expires_in_seconds: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrabView {
+    pub user_id: i64,
+    pub user_name: String,
+    pub amount_cents: i64,
+    pub at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedPacketView {
+    pub id: i64,
+    pub room_id: i64,
+    pub sender_id: i64,
+    pub sender_name: String,
+    pub total_cents: i64,
+    pub count: i64,
+    pub greeting: String,
+    pub expires_at: i64,
+    /// active | finished | expired
+    pub status: String,
+    pub grabbed_count: i64,
+    pub grabbed_cents: i64,
+    /// What went back to the sender when it expired.
+    pub returned_cents: i64,
+    pub created_at: i64,
+    /// Who got how much, in grab order.
+    pub grabs: Vec<GrabView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Grabbed {
+    pub red_packet_id: i64,
+    pub amount_cents: i64,
+    /// The wallet balance after it.
+    pub balance_cents: i64,
+}
+
+/// The immutable facts of a packet the grab path needs.
+#[derive(Debug, Clone)]
+pub(crate) struct PacketMeta {
+    pub id: i64,
+    pub room_id: i64,
+    pub sender_id: i64,
+    pub count: i64,
+    pub expires_at: i64,
+}
+
+pub(crate) async fn packet_meta(state: &AppState, id: i64) -> ApiResult<Option<PacketMeta>> {
+    let row = sqlx::query(
+        "SELECT id, room_id, sender_id, count, expires_at FROM red_packets WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(state.db.pool())
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(PacketMeta {
+        id: row.try_get(0)?,
+        room_id: row.try_get(1)?,
+        sender_id: row.try_get(2)?,
+        count: row.try_get(3)?,
+        expires_at: row.try_get(4)?,
+    }))
+}
+
+async fn packet_view(state: &AppState, id: i64) -> ApiResult<RedPacketView> {
+    let row = sqlx::query(
+        "SELECT r.id, r.room_id, r.sender_id, a.name, r.total_cents, r.count, r.greeting, r.expires_at, r.status, \
+         r.grabbed_count, r.grabbed_cents, r.returned_cents, r.created_at FROM red_packets r \
+         JOIN accounts a ON a.id = r.sender_id WHERE r.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(state.db.pool())
+    .await?
+    .ok_or_else(ApiError::not_found)?;
+    let grabs = sqlx::query(
+        "SELECT s.grabbed_by, a.name, s.amount_cents, s.grabbed_at FROM red_packet_shares s \
+         JOIN accounts a ON a.id = s.grabbed_by WHERE s.red_packet_id = $1 ORDER BY s.grabbed_at, s.idx",
+    )
+    .bind(id)
+    .fetch_all(state.db.pool())
+    .await?;
+    Ok(RedPacketView {
+        id: row.try_get(0)?,
+        room_id: row.try_get(1)?,
+        sender_id: row.try_get(2)?,
+        sender_name: row.try_get(3)?,
+        total_cents: row.try_get(4)?,
+        count: row.try_get(5)?,
+        greeting: row.try_get(6)?,
+        expires_at: row.try_get(7)?,
+        status: row.try_get(8)?,
+        grabbed_count: row.try_get(9)?,
+        grabbed_cents: row.try_get(10)?,
+        returned_cents: row.try_get(11)?,
+        created_at: row.try_get(12)?,
+        grabs: grabs
+            .iter()
+            .map(|g| {
+                Ok(GrabView {
+                    user_id: g.try_get(0)?,
+                    user_name: g.try_get(1)?,
+                    amount_cents: g.try_get(2)?,
+                    at: g.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?,
+    })
+}
+
+impl RedPacketView {
+    pub(crate) fn card(&self) -> RedPacketCard {
+        RedPacketCard {
+            id: self.id,
+            sender: UserRef {
+                id: self.sender_id,
+                name: self.sender_name.clone(),
+            },
+            count: u32::try_from(self.count).unwrap_or_default(),
+            total_cents: self.total_cents,
+            greeting: self.greeting.clone(),
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+pub(crate) async fn active_in_room(state: &AppState, room: i64) -> ApiResult<Vec<RedPacketView>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM red_packets WHERE room_id = $1 AND status = 'active' ORDER BY id DESC LIMIT 20",
+    )
+    .bind(room)
+    .fetch_all(state.db.pool())
+    .await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.push(packet_view(state, id).await?);
+    }
+    Ok(out)
+}
+
+fn split_error(e: SplitError) -> ApiError {
+    ApiError::validation(match e {
+        SplitError::NonPositiveTotal => "红包金额须大于 0".to_owned(),
+        SplitError::BadCount => format!("红包个数须在 1 到 {MAX_SHARES} 之间"),
+        SplitError::TotalBelowCount => {
+            "红包金额（分）不能少于红包个数：每个红包至少 0.01 元".to_owned()
+        }
+        SplitError::TotalTooLarge => "红包金额过大".to_owned(),
+    })
+}
+
+/// Send a red packet in the room (its host or instructors), paid from the sender's wallet.
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/red-packets", tag = "commerce", request_body = SendRedPacket,
+    params(("id" = i64, Path, description = "room id")),
+    responses((status = 201, body = RedPacketView), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn send_red_packet(
+    State(state): State<AppState>,
+    Extension(commerce): Extension<Commerce>,
+    CurrentUser(p): CurrentUser,
+    ApiPath(room): ApiPath<i64>,
+    ApiJson(body): ApiJson<SendRedPacket>,
+) -> ApiResult<(StatusCode, Json<RedPacketView>)> {
+    commerce.require_tools(&p, room).await?;
+    let count = u32::try_from(body.count).map_err(|_| split_error(SplitError::BadCount))?;
+    let shares =
+        red_packet::split(body.total_cents, count, &mut rand::thread_rng()).map_err(split_error)?;
+    let greeting = util::text(
+        body.greeting.as_deref().unwrap_or("恭喜发财，大吉大利"),
+        "祝福语",
+        1,
+        30,
+    )?;
+    let lifetime = util::count(
+        body.expires_in_seconds.unwrap_or(120),
+        "有效时长（秒）",
+        10,
+        86_400,
+    )?;
+    let now = state.clock.now_millis();
+    let expires_at = now + lifetime * 1000;
+    let mut tx = state.db.begin_write().await?;
+    let row = sqlx::query(
+        "INSERT INTO red_packets (room_id, sender_id, total_cents, count, greeting, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(room)
+    .bind(p.account_id)
+    .bind(body.total_cents)
+    .bind(body.count)
+    .bind(&greeting)
+    .bind(expires_at)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let id: i64 = row.try_get(0)?;
+    wallet::apply(
+        &mut tx,
+        p.account_id,
+        -body.total_cents,
+        Reason::RedPacketSend,
+        Some(id),
+        now,
+    )
+    .await?;
+    // Multi-row inserts keep a 10,000-share packet to a few statements.
+    for (chunk_no, chunk) in shares.chunks(400).enumerate() {
+        let mut sql = String::from(
+            "INSERT INTO red_packet_shares (red_packet_id, idx, amount_cents) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("($1, ${}, ${})", 2 + 2 * i, 3 + 2 * i));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
+        for (i, amount) in chunk.iter().enumerate() {
+            let idx = i64::try_from(chunk_no * 400 + i).unwrap_or_default();
+            query = query.bind(idx).bind(*amount);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    let free: Vec<u32> = (0..count).collect();
+    commerce.packets.load(id, &free, &[], expires_at).await?;
+    let view = packet_view(&state, id).await?;
+    commerce
+        .rooms
+        .announce(
+            room,
+            CommerceEvent::RedPacketSent {
+                packet: view.card(),
+            },
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Loads a packet's gate from the database (after a restart, or on another node's first grab).
+async fn load_gate(commerce: &Commerce, meta: &PacketMeta) -> ApiResult<()> {
+    let state = &commerce.app;
+    let free: Vec<i64> = sqlx::query_scalar(
+        "SELECT idx FROM red_packet_shares WHERE red_packet_id = $1 AND grabbed_by IS NULL ORDER BY idx",
+    )
+    .bind(meta.id)
+    .fetch_all(state.db.pool())
+    .await?;
+    let grabbed: Vec<i64> = sqlx::query_scalar(
+        "SELECT grabbed_by FROM red_packet_shares WHERE red_packet_id = $1 AND grabbed_by IS NOT NULL",
+    )
+    .bind(meta.id)
+    .fetch_all(state.db.pool())
+    .await?;
+    let free: Vec<u32> = free
+        .into_iter()
+        .filter_map(|i| u32::try_from(i).ok())
+        .collect();
+    commerce
+        .packets
+        .load(meta.id, &free, &grabbed, meta.expires_at)
+        .await?;
+    Ok(())
+}
+
+/// Grab a share of a red packet in a room you are in (once per person).
+#[utoipa::path(post, path = "/api/v1/red-packets/{id}/grab", tag = "commerce",
+    params(("id" = i64, Path, description = "red packet id")),
+    responses((status = 200, body = Grabbed), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
+pub async fn grab(
+    State(state): State<AppState>,
+    Extension(commerce): Extension<Commerce>,
+    CurrentUser(p): CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Grabbed>> {
+    let meta = commerce.packet(id).await?;
+    commerce.rooms.access(&p, meta.room_id).await?;
+    if meta.sender_id == p.account_id {
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            "不能抢自己发的红包",
+        ));
+    }
+    let now = state.clock.now_millis();
+    if now >= meta.expires_at {
+        return Err(ErrorCode::RedPacketExpired.into());
+    }
+    let mut answer = commerce.packets.grab(id, p.account_id).await?;
+    if answer == Grab::NotLoaded {
+        load_gate(&commerce, &meta).await?;
+        answer = commerce.packets.grab(id, p.account_id).await?;
+    }
+    let idx = match answer {
+        Grab::Share { idx } => idx,
+        Grab::Already => return Err(ErrorCode::AlreadyGrabbed.into()),
+        Grab::Empty => return Err(ErrorCode::RedPacketEmpty.into()),
+        Grab::NotLoaded => return Err(ErrorCode::Unavailable.into()),
+    };
+    match write_grab(&commerce, &meta, p.account_id, idx, now).await {
+        Ok(grabbed) => {
+            if grabbed.last {
+                finish(&commerce, &meta).await;
+            }
+            Ok(Json(Grabbed {
+                red_packet_id: id,
+                amount_cents: grabbed.amount,
+                balance_cents: grabbed.balance,
+            }))
+        }
+        Err(GrabError::Already) => {
+            // The database knew better than the gate (it was reloaded mid-grab): the share is free.
+            let _ = commerce.packets.release(id, p.account_id, idx).await;
+            Err(ErrorCode::AlreadyGrabbed.into())
+        }
+        Err(GrabError::Closed) => Err(ErrorCode::RedPacketExpired.into()),
+        Err(GrabError::Api(e)) => {
+            let _ = commerce.packets.release(id, p.account_id, idx).await;
+            Err(e)
+        }
+    }
+}
+
+struct WrittenGrab {
+    amount: i64,
+    balance: i64,
+    last: bool,
+}
+
+enum GrabError {
+    Already,
+    /// The packet expired between the check and the write.
+    Closed,
+    Api(ApiError),
+}
+
+impl From<sqlx::Error> for GrabError {
+    fn from(e: sqlx::Error) -> Self {
+        if util::is_unique_violation(&e) {
+            GrabError::Already
+        } else {
+            GrabError::Api(e.into())
+        }
+    }
+}
+
+impl From<ApiError> for GrabError {
+    fn from(e: ApiError) -> Self {
+        GrabError::Api(e)
+    }
+}
+
+async fn write_grab(
+    commerce: &Commerce,
+    meta: &PacketMeta,
+    user: i64,
+    idx: u32,
+    now: i64,
+) -> Result<WrittenGrab, GrabError> {
+    let state = &commerce.app;
+    let mut tx = state.db.begin_write().await?;
+    // Counting the grab on the packet's row first serialises grabs with the expiry (PostgreSQL
+    // row lock; SQLite's single writer), so a share is never both paid out and returned.
+    let counted = sqlx::query(
+        "UPDATE red_packets SET grabbed_count = grabbed_count + 1 WHERE id = $1 AND status = 'active' \
+         RETURNING grabbed_count",
+    )
+    .bind(meta.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(counted) = counted else {
+        return Err(GrabError::Closed);
+    };
+    let grabbed_count: i64 = counted.try_get(0)?;
+    let row = sqlx::query(
+        "UPDATE red_packet_shares SET grabbed_by = $1, grabbed_at = $2 \
+         WHERE red_packet_id = $3 AND idx = $4 AND grabbed_by IS NULL RETURNING amount_cents",
+    )
+    .bind(user)
+    .bind(now)
+    .bind(meta.id)
+    .bind(i64::from(idx))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Err(GrabError::Api(ErrorCode::RedPacketEmpty.into()));
+    };
+    let amount: i64 = row.try_get(0)?;
+    sqlx::query("UPDATE red_packets SET grabbed_cents = grabbed_cents + $1 WHERE id = $2")
+        .bind(amount)
+        .bind(meta.id)
+        .execute(&mut *tx)
+        .await?;
+    let balance = wallet::apply(
+        &mut tx,
+        user,
+        amount,
+        Reason::RedPacketGrab,
+        Some(meta.id),
+        now,
+    )
+    .await?;
+    let last = grabbed_count == meta.count;
+    if last {
+        sqlx::query("UPDATE red_packets SET status = 'finished' WHERE id = $1")
+            .bind(meta.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(WrittenGrab {
+        amount,
+        balance,
+        last,
+    })
+}
+
+async fn finish(commerce: &Commerce, meta: &PacketMeta) {
+    let grabbed = u32::try_from(meta.count).unwrap_or_default();
+    let _ = commerce.packets.forget(meta.id).await;
+    commerce
+        .rooms
+        .announce(
+            meta.room_id,
+            CommerceEvent::RedPacketFinished {
+                packet: meta.id,
+                grabbed,
+                returned_cents: 0,
+            },
+        )
+        .await;
+}
+
+#[utoipa::path(get, path = "/api/v1/red-packets/{id}", tag = "commerce",
+    params(("id" = i64, Path, description = "red packet id")),
+    responses((status = 200, body = RedPacketView), (status = 404, body = ErrorBody)))]
+pub async fn get_red_packet(
+    State(state): State<AppState>,
+    Extension(commerce): Extension<Commerce>,
+    CurrentUser(p): CurrentUser,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<RedPacketView>> {
+    let meta = commerce.packet(id).await?;
+    commerce.rooms.access(&p, meta.room_id).await?;
+    Ok(Json(packet_view(&state, id).await?))
+}
+
+/// Expires packets whose time is over: what nobody grabbed goes back to the sender. Safe on
+/// several nodes (`WHERE status = 'active'`).
+pub(crate) async fn expire(commerce: &Commerce, now: i64) -> anyhow::Result<usize> {
+    let state = &commerce.app;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM red_packets WHERE status = 'active' AND expires_at <= $1 LIMIT 100",
+    )
+    .bind(now)
+    .fetch_all(state.db.pool())
+    .await?;
+    let mut expired = 0;
+    for id in ids {
+        let mut tx = state.db.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE red_packets SET status = 'expired', returned_cents = total_cents - grabbed_cents \
+             WHERE id = $1 AND status = 'active' RETURNING sender_id, returned_cents, grabbed_count, room_id",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { continue };
+        let sender: i64 = row.try_get(0)?;
+        let returned: i64 = row.try_get(1)?;
+        let grabbed: i64 = row.try_get(2)?;
+        let room: i64 = row.try_get(3)?;
+        if returned > 0 {
+            wallet::apply(
+                &mut tx,
+                sender,
+                returned,
+                Reason::RedPacketReturn,
+                Some(id),
+                now,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        tx.commit().await?;
+        expired += 1;
+        let _ = commerce.packets.forget(id).await;
+        commerce.forget_packet(id);
+        commerce
+            .rooms
+            .announce(
+                room,
+                CommerceEvent::RedPacketFinished {
+                    packet: id,
+                    grabbed: u32::try_from(grabbed).unwrap_or_default(),
+                    returned_cents: returned,
+                },
+            )
+            .await;
+    }
+    Ok(expired)
+}

@@ -1,0 +1,857 @@
+//! The commerce engine over HTTP, on both storage backends: shop → product → order → payment →
+//! shipping → receipt and refunds with exact money; flash sales and red packets under
+//! concurrent load (in-process gates and Redis gates); coupons; an auditable lucky-bag draw;
+//! the room hearing its selling tools; bad input.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Backend, TestApp, assert_error, spawn_app, spawn_app_with};
+use foundation::clock::{Clock, ManualClock, SystemClock};
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+/// Opens trainee01's shop with one listed product of two SKUs; returns (host token, shop id,
+/// product id, [sku ids]).
+async fn open_shop(app: &TestApp, stock: i64) -> (String, i64, i64, Vec<i64>) {
+    let host = app.token("trainee01").await;
+    let (status, shop) = app
+        .send(
+            Method::POST,
+            &host,
+            "/api/v1/shops",
+            json!({"name": "长白山特产店", "category": "食品"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{shop}");
+    let shop_id = shop["id"].as_i64().unwrap();
+    let (status, product) = app
+        .send(
+            Method::POST,
+            &host,
+            &format!("/api/v1/shops/{shop_id}/products"),
+            json!({"title": "长白山野生蓝莓干", "description": "无添加", "listed": true,
+                   "images": ["https://img.example/1.jpg"],
+                   "skus": [{"spec": "250g", "price_cents": 3990, "stock": stock},
+                            {"spec": "500g 礼盒", "price_cents": 6990, "stock": stock}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{product}");
+    let skus = product["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect();
+    (host, shop_id, product["id"].as_i64().unwrap(), skus)
+}
+
+async fn balance(app: &TestApp, token: &str) -> i64 {
+    let (status, wallet) = app.get(token, "/api/v1/wallet").await;
+    assert_eq!(status, StatusCode::OK, "{wallet}");
+    wallet["balance_cents"].as_i64().unwrap()
+}
+
+async fn sku_stock(app: &TestApp, token: &str, product: i64, sku: i64) -> i64 {
+    let (_, product) = app.get(token, &format!("/api/v1/products/{product}")).await;
+    product["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == sku)
+        .unwrap()["stock"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    app.send(Method::POST, token, path, body).await
+}
+
+async fn post_keyed(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    key: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let response = common::api()
+        .post(app.url(path))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Tokens of trainee02 … trainee{n+1}.
+async fn viewers(app: &TestApp, n: usize) -> Vec<String> {
+    let mut tokens = Vec::with_capacity(n);
+    for i in 0..n {
+        tokens.push(app.token(&format!("trainee{:02}", i + 2)).await);
+    }
+    tokens
+}
+
+async fn order_lifecycle_with_exact_money(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (host, _shop, product, skus) = open_shop(&app, 10).await;
+    let buyer = app.token("trainee02").await;
+    let host_before = balance(&app, &host).await;
+    let buyer_before = balance(&app, &buyer).await;
+    assert_eq!(buyer_before, 1_000_000, "a new wallet opens with ¥10,000");
+
+    // Place, pay, ship, confirm.
+    let (status, order) = post(
+        &app,
+        &buyer,
+        "/api/v1/orders",
+        json!({"sku_id": skus[0], "quantity": 2, "address": "长春市"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["status"], "pending_payment");
+    assert_eq!(order["total_cents"], 7980);
+    assert_eq!(sku_stock(&app, &buyer, product, skus[0]).await, 8);
+    let id = order["id"].as_i64().unwrap();
+    let (status, paid) = post(&app, &buyer, &format!("/api/v1/orders/{id}/pay"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(balance(&app, &buyer).await, buyer_before - 7980);
+    // Paying twice is refused and takes nothing.
+    let (status, again) = post(&app, &buyer, &format!("/api/v1/orders/{id}/pay"), json!({})).await;
+    assert_error(status, &again, 409, "invalid_transition");
+    assert_eq!(balance(&app, &buyer).await, buyer_before - 7980);
+    // Only the merchant ships; only the buyer confirms.
+    let (status, body) = post(
+        &app,
+        &buyer,
+        &format!("/api/v1/orders/{id}/ship"),
+        json!({}),
+    )
+    .await;
+    assert_error(status, &body, 403, "forbidden");
+    let (status, shipped) =
+        post(&app, &host, &format!("/api/v1/orders/{id}/ship"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{shipped}");
+    assert!(shipped["tracking_no"].as_str().unwrap().starts_with("SIM"));
+    let (status, done) = post(
+        &app,
+        &buyer,
+        &format!("/api/v1/orders/{id}/confirm"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], "completed");
+    assert_eq!(balance(&app, &host).await, host_before + 7980);
+    let actions: Vec<&str> = done["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["place", "pay", "ship", "confirm_receipt"]);
+
+    // Refund before shipping: money back, stock back.
+    let (_, order2) = post(
+        &app,
+        &buyer,
+        "/api/v1/orders",
+        json!({"sku_id": skus[1], "quantity": 1}),
+    )
+    .await;
+    let id2 = order2["id"].as_i64().unwrap();
+    post(
+        &app,
+        &buyer,
+        &format!("/api/v1/orders/{id2}/pay"),
+        json!({}),
+    )
+    .await;
+    let (status, body) = post(
+        &app,
+        &buyer,
+        &format!("/api/v1/orders/{id2}/refund"),
+        json!({}),
+    )
+    .await;
+    assert_error(status, &body, 400, "validation_failed");
+    let (status, asked) = post(
+        &app,
+        &buyer,
+        &format!("/api/v1/orders/{id2}/refund"),
+        json!({"reason": "拍错了"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{asked}");
+    assert_eq!(asked["status"], "refund_requested");
+    let (status, refunded) = post(
+        &app,
+        &host,
+        &format!("/api/v1/orders/{id2}/approve-refund"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{refunded}");
+    assert_eq!(refunded["status"], "refunded");
+    assert_eq!(sku_stock(&app, &buyer, product, skus[1]).await, 10);
+    assert_eq!(balance(&app, &buyer).await, buyer_before - 7980);
+
+    // Cancel an unpaid order: stock returns; the history says why.
+    let (_, order3) = post(
+        &app,
+        &buyer,
+        "/api/v1/orders",
+        json!({"sku_id": skus[1], "quantity": 3}),
+    )
+    .await;
+    let id3 = order3["id"].as_i64().unwrap();
+    assert_eq!(sku_stock(&app, &buyer, product, skus[1]).await, 7);
+    let (status, _) = post(
+        &app,
+        &buyer,
+        &format!("/api/v1/orders/{id3}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sku_stock(&app, &buyer, product, skus[1]).await, 10);
+    let (_, history) = app
+        .get(&host, &format!("/api/v1/skus/{}/stock-changes", skus[1]))
+        .await;
+    let reasons: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["cancel", "order", "refund", "order", "adjust"]);
+
+    // Lists: the buyer sees three purchases, the merchant three orders; a stranger sees none.
+    let (_, mine) = app.get(&buyer, "/api/v1/orders").await;
+    assert_eq!(mine.as_array().unwrap().len(), 3);
+    let (_, shop_orders) = app.get(&host, "/api/v1/orders?as=merchant").await;
+    assert_eq!(shop_orders.as_array().unwrap().len(), 3);
+    let other = app.token("trainee03").await;
+    let (status, body) = app.get(&other, &format!("/api/v1/orders/{id}")).await;
+    assert_error(status, &body, 404, "not_found");
+
+    // The ledger explains every balance: the sum of entries is the balance.
+    for token in [&host, &buyer] {
+        let (_, wallet) = app.get(token, "/api/v1/wallet").await;
+        let sum: i64 = wallet["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["delta_cents"].as_i64().unwrap())
+            .sum();
+        assert_eq!(sum, wallet["balance_cents"].as_i64().unwrap());
+    }
+}
+
+async fn unpaid_orders_expire_and_stock_returns(backend: Backend) {
+    let clock = ManualClock::new(SystemClock.now_millis());
+    let app = spawn_app_with(backend, |_| {}, clock.clone()).await;
+    let (_host, _shop, product, skus) = open_shop(&app, 5).await;
+    let buyer = app.token("trainee02").await;
+    let (_, order) = post(
+        &app,
+        &buyer,
+        "/api/v1/orders",
+        json!({"sku_id": skus[0], "quantity": 5}),
+    )
+    .await;
+    let (status, body) = post(
+        &app,
+        &buyer,
+        "/api/v1/orders",
+        json!({"sku_id": skus[0], "quantity": 1}),
+    )
+    .await;
+    assert_error(status, &body, 409, "sold_out");
+    clock.advance_millis(16 * 60_000);
+    let id = order["id"].as_i64().unwrap();
+    let mut status = String::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = app.get(&buyer, &format!("/api/v1/orders/{id}")).await.1["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if status == "cancelled" {
+            break;
+        }
+    }
+    assert_eq!(status, "cancelled");
+    assert_eq!(sku_stock(&app, &buyer, product, skus[0]).await, 5);
+    let (status, body) = post(&app, &buyer, &format!("/api/v1/orders/{id}/pay"), json!({})).await;
+    assert_error(status, &body, 409, "invalid_transition");
+}
+
+/// 29 viewers, each trying twice at once with different keys and once more with a repeated
+/// key, on 20 units with a limit of one each: exactly 20 orders.
+async fn flash_sale_never_oversells(app: &TestApp) {
+    let (host, _shop, _product, skus) = open_shop(app, 100).await;
+    let room = app.create_room(&host, "秒杀专场").await;
+    let (status, body) = post(app, &host, &format!("/api/v1/rooms/{room}/flash-sales"),
+        json!({"sku_id": skus[0], "price_cents": 990, "stock": 20, "per_user_limit": 1, "starts_in_seconds": 0, "duration_seconds": 600})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let sale = body["id"].as_i64().unwrap();
+    let path = format!("/api/v1/flash-sales/{sale}/orders");
+    let tokens = viewers(app, 29).await;
+    let attempts = tokens.iter().enumerate().flat_map(|(i, token)| {
+        let path = path.clone();
+        (0..2).map(move |k| {
+            let path = path.clone();
+            async move {
+                (
+                    i,
+                    post_keyed(app, token, &path, &format!("buyer{i}-try{k}"), json!({})).await,
+                )
+            }
+        })
+    });
+    let results: Vec<(usize, (StatusCode, Value))> = futures::stream::iter(attempts)
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut winners = std::collections::HashMap::new();
+    for (i, (status, body)) in &results {
+        match status.as_u16() {
+            201 => {
+                assert!(
+                    winners.insert(*i, body["id"].as_i64().unwrap()).is_none(),
+                    "two orders for one buyer"
+                );
+                assert_eq!(body["total_cents"], 990);
+            }
+            409 => assert!(
+                body["code"] == "sold_out" || body["code"] == "limit_reached",
+                "{body}"
+            ),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(winners.len(), 20, "exactly the stock is sold");
+    // A repeated key answers with the same order, and takes nothing.
+    let (&i, &order) = winners.iter().next().unwrap();
+    let mut winning_key = None;
+    for k in 0..2 {
+        let key = format!("buyer{i}-try{k}");
+        let (status, again) = post_keyed(app, &tokens[i], &path, &key, json!({})).await;
+        if status == StatusCode::CREATED {
+            assert_eq!(again["id"], order);
+            winning_key = Some(key);
+        }
+    }
+    let winning_key = winning_key.expect("one of the keys made the order");
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE flash_sale_id = $1")
+        .bind(sale)
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(orders, 20);
+    let (_, view) = app.get(&host, &format!("/api/v1/flash-sales/{sale}")).await;
+    assert_eq!(view["sold"], 20);
+    assert_eq!(view["remaining"], 0);
+    // No key, or a key used for another request: clear errors.
+    let late = app.token("trainee30").await;
+    let (status, body) = post(app, &late, &path, json!({})).await;
+    assert_error(status, &body, 400, "idempotency_key_required");
+    let (status, body) = post_keyed(
+        app,
+        &tokens[i],
+        "/api/v1/orders",
+        &winning_key,
+        json!({"sku_id": skus[1], "quantity": 1}),
+    )
+    .await;
+    assert_error(status, &body, 422, "idempotency_key_reused");
+}
+
+async fn flash_sale_embedded(backend: Backend) {
+    let app = spawn_app(backend).await;
+    flash_sale_never_oversells(&app).await;
+}
+
+async fn flash_sale_with_redis_gates(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        |c| {
+            c.redis_url = Some(common::redis_url());
+            c.redis_namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
+        },
+        Arc::new(SystemClock),
+    )
+    .await;
+    flash_sale_never_oversells(&app).await;
+}
+
+async fn red_packet_shares_are_exact(app: &TestApp) {
+    let host = app.token("trainee01").await;
+    let room = app.create_room(&host, "红包雨").await;
+    // A viewer in the room hears the packet through the hub.
+    let watcher = app.token("trainee30").await;
+    let mut socket = app.ws(&watcher).await;
+    common::ws_send(&mut socket, json!({"v": 1, "type": "join", "room": room})).await;
+    let host_before = balance(app, &host).await;
+    let (status, packet) = post(
+        app,
+        &host,
+        &format!("/api/v1/rooms/{room}/red-packets"),
+        json!({"total_cents": 1000, "count": 10, "greeting": "谢谢捧场"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{packet}");
+    assert_eq!(balance(app, &host).await, host_before - 1000);
+    let id = packet["id"].as_i64().unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(message)) = socket.next().await {
+            let Ok(frame) = serde_json::from_str::<Value>(message.to_text().unwrap_or_default())
+            else {
+                continue;
+            };
+            if frame["type"] == "event" && frame["event"]["kind"] == "commerce" {
+                return frame["event"]["event"].clone();
+            }
+        }
+        Value::Null
+    })
+    .await
+    .expect("the room hears the red packet");
+    assert_eq!(heard["kind"], "red_packet_sent");
+    assert_eq!(heard["packet"]["id"], id);
+
+    let tokens = viewers(app, 28).await;
+    let path = format!("/api/v1/red-packets/{id}/grab");
+    let results: Vec<(StatusCode, Value)> =
+        futures::stream::iter(tokens.iter().map(|t| post(app, t, &path, json!({}))))
+            .buffer_unordered(64)
+            .collect()
+            .await;
+    let mut amounts = Vec::new();
+    for (status, body) in &results {
+        match status.as_u16() {
+            200 => amounts.push(body["amount_cents"].as_i64().unwrap()),
+            410 => assert_eq!(body["code"], "red_packet_empty", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(amounts.len(), 10);
+    assert!(amounts.iter().all(|&a| a >= 1));
+    assert_eq!(
+        amounts.iter().sum::<i64>(),
+        1000,
+        "the shares add up to the cent"
+    );
+    let (status, body) = post(app, &tokens[0], &path, json!({})).await;
+    assert!(
+        status == StatusCode::CONFLICT || status == StatusCode::GONE,
+        "{body}"
+    );
+    let (status, body) = post(app, &host, &path, json!({})).await;
+    assert_error(status, &body, 403, "forbidden");
+    let (_, view) = app.get(&host, &format!("/api/v1/red-packets/{id}")).await;
+    assert_eq!(view["status"], "finished");
+    assert_eq!(view["grabs"].as_array().unwrap().len(), 10);
+
+    // Grabbing twice is refused while shares are left.
+    let (_, second) = post(
+        app,
+        &host,
+        &format!("/api/v1/rooms/{room}/red-packets"),
+        json!({"total_cents": 500, "count": 5}),
+    )
+    .await;
+    let path = format!("/api/v1/red-packets/{}/grab", second["id"]);
+    let (status, _) = post(app, &tokens[0], &path, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = post(app, &tokens[0], &path, json!({})).await;
+    assert_error(status, &body, 409, "already_grabbed");
+    // Amounts that cannot be split into cents are refused.
+    let (status, body) = post(
+        app,
+        &host,
+        &format!("/api/v1/rooms/{room}/red-packets"),
+        json!({"total_cents": 5, "count": 10}),
+    )
+    .await;
+    assert_error(status, &body, 400, "validation_failed");
+    // A viewer cannot send one.
+    let (status, body) = post(
+        app,
+        &tokens[1],
+        &format!("/api/v1/rooms/{room}/red-packets"),
+        json!({"total_cents": 500, "count": 5}),
+    )
+    .await;
+    assert_error(status, &body, 403, "forbidden");
+}
+
+async fn red_packets_embedded(backend: Backend) {
+    let app = spawn_app(backend).await;
+    red_packet_shares_are_exact(&app).await;
+}
+
+async fn red_packets_with_redis_gates(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        |c| {
+            c.redis_url = Some(common::redis_url());
+            c.redis_namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
+        },
+        Arc::new(SystemClock),
+    )
+    .await;
+    red_packet_shares_are_exact(&app).await;
+}
+
+async fn wait_for(app: &TestApp, token: &str, path: &str, field: &str, value: &str) -> Value {
+    for _ in 0..50 {
+        let (_, body) = app.get(token, path).await;
+        if body[field] == value {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} never had {field} = {value}");
+}
+
+async fn expired_red_packet_returns_the_rest(backend: Backend) {
+    let clock = ManualClock::new(SystemClock.now_millis());
+    let app = spawn_app_with(backend, |_| {}, clock.clone()).await;
+    let host = app.token("trainee01").await;
+    let room = app.create_room(&host, "红包").await;
+    let before = balance(&app, &host).await;
+    let (_, packet) = post(
+        &app,
+        &host,
+        &format!("/api/v1/rooms/{room}/red-packets"),
+        json!({"total_cents": 888, "count": 3, "expires_in_seconds": 30}),
+    )
+    .await;
+    let id = packet["id"].as_i64().unwrap();
+    let viewer = app.token("trainee02").await;
+    let (_, got) = post(
+        &app,
+        &viewer,
+        &format!("/api/v1/red-packets/{id}/grab"),
+        json!({}),
+    )
+    .await;
+    let grabbed = got["amount_cents"].as_i64().unwrap();
+    clock.advance_millis(31_000);
+    let view = wait_for(
+        &app,
+        &host,
+        &format!("/api/v1/red-packets/{id}"),
+        "status",
+        "expired",
+    )
+    .await;
+    assert_eq!(view["returned_cents"], 888 - grabbed);
+    assert_eq!(balance(&app, &host).await, before - grabbed);
+    let late = app.token("trainee03").await;
+    let (status, body) = post(
+        &app,
+        &late,
+        &format!("/api/v1/red-packets/{id}/grab"),
+        json!({}),
+    )
+    .await;
+    assert_error(status, &body, 410, "red_packet_expired");
+}
+
+async fn coupons_apply_within_their_rules(backend: Backend) {
+    let clock = ManualClock::new(SystemClock.now_millis());
+    let app = spawn_app_with(backend, |_| {}, clock.clone()).await;
+    let (host, _shop, _product, skus) = open_shop(&app, 10).await;
+    let room = app.create_room(&host, "领券直播").await;
+    let (status, coupon) = post(&app, &host, &format!("/api/v1/rooms/{room}/coupons"),
+        json!({"title": "满50减10", "threshold_cents": 5000, "discount_cents": 1000, "valid_minutes": 10, "total_quota": 2, "per_user_limit": 1})).await;
+    assert_eq!(status, StatusCode::CREATED, "{coupon}");
+    let claim_path = format!("/api/v1/coupons/{}/claim", coupon["id"]);
+    let buyer = app.token("trainee02").await;
+    let (status, claim) = post(&app, &buyer, &claim_path, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{claim}");
+    let (status, body) = post(&app, &buyer, &claim_path, json!({})).await;
+    assert_error(status, &body, 409, "limit_reached");
+    let claim_id = claim["id"].as_i64().unwrap();
+    // Below the threshold: refused; above: 10 yuan off.
+    let (status, body) = post(
+        &app,
+        &buyer,
+        "/api/v1/orders",
+        json!({"sku_id": skus[0], "quantity": 1, "coupon_claim_id": claim_id}),
+    )
+    .await;
+    assert_error(status, &body, 400, "coupon_not_applicable");
+    let (status, order) = post(
+        &app,
+        &buyer,
+        "/api/v1/orders",
+        json!({"sku_id": skus[0], "quantity": 2, "coupon_claim_id": claim_id}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["discount_cents"], 1000);
+    assert_eq!(order["total_cents"], 7980 - 1000);
+    let (status, body) = post(
+        &app,
+        &buyer,
+        "/api/v1/orders",
+        json!({"sku_id": skus[0], "quantity": 2, "coupon_claim_id": claim_id}),
+    )
+    .await;
+    assert_error(status, &body, 400, "coupon_not_applicable");
+    // The quota runs out; an expired coupon is refused.
+    let second = app.token("trainee03").await;
+    let (_, claim2) = post(&app, &second, &claim_path, json!({})).await;
+    let third = app.token("trainee04").await;
+    let (status, body) = post(&app, &third, &claim_path, json!({})).await;
+    assert_error(status, &body, 409, "coupon_exhausted");
+    clock.advance_millis(11 * 60_000);
+    let (status, body) = post(
+        &app,
+        &second,
+        "/api/v1/orders",
+        json!({"sku_id": skus[1], "quantity": 1, "coupon_claim_id": claim2["id"]}),
+    )
+    .await;
+    assert_error(status, &body, 400, "coupon_expired");
+    // Bad rules are refused.
+    let (status, body) = post(&app, &host, &format!("/api/v1/rooms/{room}/coupons"),
+        json!({"title": "坏券", "threshold_cents": 1000, "discount_cents": 1000, "valid_minutes": 10, "total_quota": 2, "per_user_limit": 1})).await;
+    assert_error(status, &body, 400, "validation_failed");
+}
+
+async fn lucky_bag_draw_can_be_recomputed(backend: Backend) {
+    let clock = ManualClock::new(SystemClock.now_millis());
+    let app = spawn_app_with(backend, |_| {}, clock.clone()).await;
+    let host = app.token("trainee01").await;
+    let room = app.create_room(&host, "福袋").await;
+    let (status, bag) = post(&app, &host, &format!("/api/v1/rooms/{room}/lucky-bags"),
+        json!({"prize": "蓝莓干礼盒", "winners": 3, "task": "comment", "keyword": "想要", "duration_seconds": 60})).await;
+    assert_eq!(status, StatusCode::CREATED, "{bag}");
+    assert!(
+        bag["seed"].is_null(),
+        "the seed stays secret until the draw"
+    );
+    let id = bag["id"].as_i64().unwrap();
+    // The stored chat log decides who qualifies: eight viewers comment the keyword, two do not.
+    let now = clock.now_millis();
+    let accounts: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, username FROM accounts WHERE username LIKE 'trainee%' ORDER BY id",
+    )
+    .fetch_all(app.state.db.pool())
+    .await
+    .unwrap();
+    for (n, (account, username)) in accounts.iter().skip(1).take(10).enumerate() {
+        let text = if n < 8 {
+            "主播我想要！"
+        } else {
+            "路过"
+        };
+        sqlx::query("INSERT INTO room_messages (room_id, seq, user_id, user_name, text, at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(room).bind(n as i64 + 1).bind(account).bind(username).bind(text).bind(now + 1000)
+            .execute(app.state.db.pool()).await.unwrap();
+    }
+    clock.advance_millis(63_000);
+    let drawn = wait_for(
+        &app,
+        &host,
+        &format!("/api/v1/lucky-bags/{id}"),
+        "status",
+        "drawn",
+    )
+    .await;
+    let seed_hex = drawn["seed"].as_str().unwrap();
+    let seed_bytes = hex::decode(seed_hex).unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&seed_bytes)),
+        bag["commitment"].as_str().unwrap()
+    );
+    let entrants: Vec<i64> = serde_json::from_value(drawn["entrants"].clone()).unwrap();
+    assert_eq!(entrants.len(), 8);
+    let seed: [u8; 32] = seed_bytes.try_into().unwrap();
+    let expected = commerce::core::lucky_bag::draw(&seed, &entrants, 3);
+    let winners: Vec<i64> = drawn["winner_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(winners, expected, "anyone can recompute the winners");
+}
+
+async fn bad_input_is_refused_clearly(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (host, shop, product, skus) = open_shop(&app, 5).await;
+    let path = format!("/api/v1/shops/{shop}/products");
+    for sku in [
+        json!({"spec": "a", "price_cents": -1, "stock": 5}),
+        json!({"spec": "a", "price_cents": 100, "stock": 0}),
+    ] {
+        let (status, body) = post(
+            &app,
+            &host,
+            &path,
+            json!({"title": "坏商品", "skus": [sku]}),
+        )
+        .await;
+        assert_error(status, &body, 400, "validation_failed");
+    }
+    let (status, body) = post(
+        &app,
+        &host,
+        "/api/v1/shops",
+        json!({"name": "第二家店", "category": "食品"}),
+    )
+    .await;
+    assert_error(status, &body, 409, "shop_exists");
+    // Stock below zero (what is sold is not in it).
+    let (status, body) = post(
+        &app,
+        &host,
+        &format!("/api/v1/skus/{}/stock", skus[0]),
+        json!({"delta": -6}),
+    )
+    .await;
+    assert_error(status, &body, 400, "validation_failed");
+    let (status, sku) = post(
+        &app,
+        &host,
+        &format!("/api/v1/skus/{}/stock", skus[0]),
+        json!({"delta": -2, "note": "破损"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{sku}");
+    assert_eq!(sku["stock"], 3);
+    // Another trainee cannot manage this shop nor sell its product in their room.
+    let other = app.token("trainee02").await;
+    let (status, body) = app
+        .send(
+            Method::PATCH,
+            &other,
+            &format!("/api/v1/products/{product}"),
+            json!({"status": "delisted"}),
+        )
+        .await;
+    assert_error(status, &body, 403, "forbidden");
+    let other_room = app.create_room(&other, "别人的直播间").await;
+    let (status, body) = post(&app, &other, &format!("/api/v1/rooms/{other_room}/flash-sales"),
+        json!({"sku_id": skus[0], "price_cents": 100, "stock": 1, "per_user_limit": 1, "starts_in_seconds": 0, "duration_seconds": 60})).await;
+    assert_error(status, &body, 403, "forbidden");
+    // Flash-sale rules: stock beyond the SKU's, a price not below the original.
+    let room = app.create_room(&host, "秒杀").await;
+    let sales = format!("/api/v1/rooms/{room}/flash-sales");
+    let (status, body) = post(&app, &host, &sales, json!({"sku_id": skus[0], "price_cents": 100, "stock": 4, "per_user_limit": 1, "starts_in_seconds": 0, "duration_seconds": 60})).await;
+    assert_error(status, &body, 400, "validation_failed");
+    let (status, body) = post(&app, &host, &sales, json!({"sku_id": skus[0], "price_cents": 3990, "stock": 1, "per_user_limit": 1, "starts_in_seconds": 0, "duration_seconds": 60})).await;
+    assert_error(status, &body, 400, "validation_failed");
+    // A sale that has not started yet.
+    let (status, sale) = post(&app, &host, &sales, json!({"sku_id": skus[0], "price_cents": 100, "stock": 1, "per_user_limit": 1, "starts_in_seconds": 600, "duration_seconds": 60})).await;
+    assert_eq!(status, StatusCode::CREATED, "{sale}");
+    let (status, body) = post_keyed(
+        &app,
+        &other,
+        &format!("/api/v1/flash-sales/{}/orders", sale["id"]),
+        "k1",
+        json!({}),
+    )
+    .await;
+    assert_error(status, &body, 409, "sale_not_open");
+    // Buying from your own shop, unknown actions, wrong types, truncated JSON.
+    let (status, body) = post(
+        &app,
+        &host,
+        "/api/v1/orders",
+        json!({"sku_id": skus[1], "quantity": 1}),
+    )
+    .await;
+    assert_error(status, &body, 403, "forbidden");
+    let (status, body) = post(
+        &app,
+        &other,
+        "/api/v1/orders",
+        json!({"sku_id": skus[1], "quantity": 0}),
+    )
+    .await;
+    assert_error(status, &body, 400, "validation_failed");
+    let (status, body) = post(
+        &app,
+        &other,
+        "/api/v1/orders",
+        json!({"sku_id": "x", "quantity": 1}),
+    )
+    .await;
+    assert_error(status, &body, 422, "unprocessable_entity");
+    let (status, body) = post(
+        &app,
+        &other,
+        "/api/v1/orders",
+        json!({"sku_id": 999_999, "quantity": 1}),
+    )
+    .await;
+    assert_error(status, &body, 404, "not_found");
+    let (_, order) = post(
+        &app,
+        &other,
+        "/api/v1/orders",
+        json!({"sku_id": skus[1], "quantity": 1}),
+    )
+    .await;
+    let (status, body) = post(
+        &app,
+        &other,
+        &format!("/api/v1/orders/{}/explode", order["id"]),
+        json!({}),
+    )
+    .await;
+    assert_error(status, &body, 404, "not_found");
+    let response = common::api()
+        .post(app.url(&format!("/api/v1/orders/{}/pay", order["id"])))
+        .bearer_auth(&other)
+        .header("content-type", "application/json")
+        .body("{\"reason\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // A delisted product can no longer be bought.
+    app.send(
+        Method::PATCH,
+        &host,
+        &format!("/api/v1/products/{product}"),
+        json!({"status": "delisted"}),
+    )
+    .await;
+    let (status, body) = post(
+        &app,
+        &other,
+        "/api/v1/orders",
+        json!({"sku_id": skus[1], "quantity": 1}),
+    )
+    .await;
+    assert_error(status, &body, 404, "not_found");
+}
+
+backend_tests!(
+    order_lifecycle_with_exact_money,
+    unpaid_orders_expire_and_stock_returns,
+    flash_sale_embedded,
+    flash_sale_with_redis_gates,
+    red_packets_embedded,
+    red_packets_with_redis_gates,
+    expired_red_packet_returns_the_rest,
+    coupons_apply_within_their_rules,
+    lucky_bag_draw_can_be_recomputed,
+    bad_input_is_refused_clearly,
+);
