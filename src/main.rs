@@ -36,6 +36,19 @@ enum Command {
     Migrate,
     /// Create the demo data if the database has no accounts, and print the demo accounts.
     DemoData,
+    /// Add practice trainees (`{prefix}00001` …) to a class, for practice with many buyers and
+    /// for load tests; all get the given password.
+    PracticeAccounts {
+        #[arg(long)]
+        count: u32,
+        /// The class (default: the first one).
+        #[arg(long)]
+        class: Option<i64>,
+        #[arg(long, default_value = "practice")]
+        prefix: String,
+        #[arg(long, env = "LIVECAMP_PRACTICE_PASSWORD")]
+        password: String,
+    },
     /// Print the effective configuration, secrets hidden.
     Config,
     /// Audit log tools.
@@ -133,6 +146,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     None => println!("the database already has accounts; no demo data created"),
                 },
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PracticeAccounts {
+            count,
+            class,
+            prefix,
+            password,
+        } => {
+            let password = foundation::identity::fields::NewPassword::parse(&password)
+                .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+            let state = AppState::build(config).await?;
+            let created =
+                foundation::demo::add_practice_trainees(&state, class, &prefix, count, &password)
+                    .await?;
+            println!("{created} practice trainees created");
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {

@@ -293,6 +293,33 @@ async fn unpaid_orders_expire_and_stock_returns(backend: Backend) {
     assert_eq!(sku_stock(&app, &buyer, product, skus[0]).await, 5);
     let (status, body) = post(&app, &buyer, &format!("/api/v1/orders/{id}/pay"), json!({})).await;
     assert_error(status, &body, 409, "invalid_transition");
+    // A shipped order nobody confirms is confirmed after seven days, and the merchant is paid.
+    let (_, order) = post(
+        &app,
+        &buyer,
+        "/api/v1/orders",
+        json!({"sku_id": skus[0], "quantity": 1}),
+    )
+    .await;
+    let id = order["id"].as_i64().unwrap();
+    post(&app, &buyer, &format!("/api/v1/orders/{id}/pay"), json!({})).await;
+    let host = app.token("trainee01").await;
+    let before = balance(&app, &host).await;
+    let (status, _) = post(&app, &host, &format!("/api/v1/orders/{id}/ship"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    clock.advance_millis(7 * 86_400_000 + 1000);
+    let buyer = app.token("trainee02").await;
+    wait_for(
+        &app,
+        &buyer,
+        &format!("/api/v1/orders/{id}"),
+        "status",
+        "completed",
+    )
+    .await;
+    // Sessions expired over the week: log in again.
+    let host = app.token("trainee01").await;
+    assert_eq!(balance(&app, &host).await, before + 3990);
 }
 
 /// 29 viewers, each trying twice at once with different keys and once more with a repeated

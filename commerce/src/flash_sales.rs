@@ -328,7 +328,7 @@ pub async fn order_flash_sale(
     let address = util::text(&body.address.unwrap_or_default(), "收货地址", 0, 200)?;
     let sale = commerce.sale(id).await?;
     if let Some(existing) = orders::order_by_key(&state, p.account_id, &key).await? {
-        return orders::replay_order(&state, &existing, sale.view.sku_id, Some(id)).await;
+        return orders::replay_order(&state, &existing, sale.view.sku_id, Some(id), quantity).await;
     }
     commerce.rooms.access(&p, sale.view.room_id).await?;
     if sale.shop_owner == p.account_id {
@@ -381,7 +381,8 @@ pub async fn order_flash_sale(
                     let existing = orders::order_by_key(&state, p.account_id, &key)
                         .await?
                         .ok_or_else(ApiError::not_found)?;
-                    orders::replay_order(&state, &existing, sale.view.sku_id, Some(id)).await
+                    orders::replay_order(&state, &existing, sale.view.sku_id, Some(id), quantity)
+                        .await
                 }
                 WriteError::SoldOut => Err(ErrorCode::SoldOut.into()),
                 WriteError::Api(e) => Err(e),

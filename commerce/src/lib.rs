@@ -6,8 +6,9 @@
 //! it: the wallet ledger, the gates in front of the database for contended stock and shares
 //! (in-process or Redis, chosen at start-up), the storage and the HTTP routes, one module per
 //! tool. The live room is reached through the [`LiveRooms`] trait; events go out as the hub's
-//! `commerce` room events. Not built yet (issue 5 stays open): dashboards and reports, buyer
-//! bots, AI live scripts, short videos.
+//! `commerce` room events; `script/` drafts live scripts through an OpenAI-compatible endpoint or
+//! a built-in template. Not built yet (issue 5 stays open): dashboards and reports, buyer bots,
+//! short videos.
 
 pub mod core;
 
@@ -20,6 +21,7 @@ mod orders;
 mod red_packets;
 mod room_tools;
 mod rooms;
+mod script;
 mod shops;
 mod util;
 mod wallet;
@@ -127,6 +129,7 @@ impl Commerce {
     /// Runs one sweep at `now` (the sweeper's step; tests call it with a manual clock).
     pub async fn sweep(&self, now: i64) -> anyhow::Result<()> {
         orders::expire_unpaid(self, now).await?;
+        orders::auto_confirm(self, now).await?;
         flash_sales::close_finished(self, now).await?;
         red_packets::expire(self, now).await?;
         lucky_bags::draw_due(self, now).await?;
@@ -285,6 +288,8 @@ async fn my_wallet(
         red_packets::send_red_packet, red_packets::grab, red_packets::get_red_packet,
         lucky_bags::launch, lucky_bags::get_lucky_bag,
         room_tools::room_commerce, room_tools::add_to_shelf, room_tools::pin, room_tools::unpin,
+        script::generate, script::save_script, script::list_scripts, script::get_script,
+        script::edit_script, script::get_version,
     ),
     tags((name = "commerce", description = "Simulated shop and the live room's selling tools; money in cents, times in Unix milliseconds"))
 )]
@@ -352,6 +357,19 @@ pub fn router(commerce: Commerce) -> Router<AppState> {
         .route(
             "/api/v1/rooms/{id}/pin",
             put(room_tools::pin).delete(room_tools::unpin),
+        )
+        .route("/api/v1/live-scripts/generate", post(script::generate))
+        .route(
+            "/api/v1/live-scripts",
+            get(script::list_scripts).post(script::save_script),
+        )
+        .route(
+            "/api/v1/live-scripts/{id}",
+            get(script::get_script).put(script::edit_script),
+        )
+        .route(
+            "/api/v1/live-scripts/{id}/versions/{version}",
+            get(script::get_version),
         )
         .layer(Extension(commerce))
 }

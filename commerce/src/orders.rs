@@ -337,8 +337,9 @@ pub(crate) async fn replay_order(
     existing: &OrderRow,
     sku: i64,
     sale: Option<i64>,
+    quantity: i64,
 ) -> ApiResult<(StatusCode, Json<OrderView>)> {
-    if existing.sku_id != sku || existing.flash_sale_id != sale {
+    if existing.sku_id != sku || existing.flash_sale_id != sale || existing.quantity != quantity {
         return Err(ErrorCode::IdempotencyKeyReused.into());
     }
     Ok((
@@ -364,7 +365,7 @@ pub async fn place_order(
     if let Some(key) = &key
         && let Some(existing) = order_by_key(&state, p.account_id, key).await?
     {
-        return replay_order(&state, &existing, body.sku_id, None).await;
+        return replay_order(&state, &existing, body.sku_id, None, body.quantity).await;
     }
     let quantity = util::count(body.quantity, "购买数量", 1, MAX_QUANTITY)?;
     let address = util::text(&body.address.unwrap_or_default(), "收货地址", 0, 200)?;
@@ -425,7 +426,7 @@ pub async fn place_order(
             let existing = order_by_key(&state, p.account_id, key.as_deref().unwrap_or_default())
                 .await?
                 .ok_or_else(ApiError::not_found)?;
-            return replay_order(&state, &existing, body.sku_id, None).await;
+            return replay_order(&state, &existing, body.sku_id, None, body.quantity).await;
         }
         Err(e) => return Err(e.into()),
     };
@@ -807,6 +808,41 @@ pub(crate) async fn expire_unpaid(commerce: &Commerce, now: i64) -> anyhow::Resu
         }
     }
     Ok(expired)
+}
+
+/// Shipped orders nobody confirmed are confirmed for the buyer after this long, as platforms do.
+pub const AUTO_CONFIRM_MS: i64 = 7 * 86_400_000;
+
+/// Confirms receipt of orders shipped more than [`AUTO_CONFIRM_MS`] ago (the merchant is paid).
+pub(crate) async fn auto_confirm(commerce: &Commerce, now: i64) -> anyhow::Result<usize> {
+    let sql = format!(
+        "{ORDER_ROW} WHERE o.status = 'shipped' AND o.updated_at <= $1 ORDER BY o.updated_at LIMIT 200"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now - AUTO_CONFIRM_MS)
+        .fetch_all(commerce.app.db.pool())
+        .await?;
+    let mut confirmed = 0;
+    for row in &rows {
+        let order = order_row(row)?;
+        match apply_action(
+            commerce,
+            &order,
+            Action::ConfirmReceipt,
+            Actor::System,
+            None,
+            "发货 7 天后自动确认收货",
+        )
+        .await
+        {
+            Ok(()) => confirmed += 1,
+            Err(e) if e.code == ErrorCode::InvalidTransition => {}
+            Err(e) => {
+                tracing::warn!(order = order.id, error = %e, "could not auto-confirm an order")
+            }
+        }
+    }
+    Ok(confirmed)
 }
 
 /// What a coupon's refusal means to the buyer.

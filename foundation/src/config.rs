@@ -82,6 +82,13 @@ pub struct Config {
     pub turn_username: Option<String>,
     /// Secret.
     pub turn_password: Option<String>,
+    /// Base URL of an OpenAI-compatible API for AI live scripts, including its version path,
+    /// e.g. `https://api.openai.com/v1`; unset: scripts come from the built-in template.
+    pub llm_base_url: Option<String>,
+    /// Chat model asked for live scripts.
+    pub llm_model: String,
+    /// Bearer key of `llm_base_url` (none for endpoints without authentication). Secret.
+    pub llm_api_key: Option<String>,
 }
 
 impl Default for Config {
@@ -116,12 +123,21 @@ impl Default for Config {
             turn_urls: Vec::new(),
             turn_username: None,
             turn_password: None,
+            llm_base_url: None,
+            llm_model: "gpt-4o-mini".into(),
+            llm_api_key: None,
         }
     }
 }
 
 /// Names of the options whose values are secrets.
-const SECRET_KEYS: &[&str] = &["demo_password", "field_keys", "lookup_key", "turn_password"];
+const SECRET_KEYS: &[&str] = &[
+    "demo_password",
+    "field_keys",
+    "lookup_key",
+    "turn_password",
+    "llm_api_key",
+];
 
 impl Config {
     /// Where the media socket binds, and the address it is advertised at in ICE candidates.
@@ -198,6 +214,25 @@ impl Config {
             anyhow::ensure!(
                 url.starts_with("redis://") || url.starts_with("rediss://"),
                 "redis_url must start with redis:// or rediss://"
+            );
+        }
+        if let Some(url) = &self.llm_base_url {
+            anyhow::ensure!(
+                (url.starts_with("http://") || url.starts_with("https://"))
+                    && !url.chars().any(char::is_whitespace),
+                "llm_base_url must be an http:// or https:// URL such as https://api.openai.com/v1"
+            );
+        }
+        let model = self.llm_model.trim();
+        anyhow::ensure!(
+            !model.is_empty() && model.len() <= 200 && !model.chars().any(char::is_control),
+            "llm_model must be a model name such as gpt-4o-mini"
+        );
+        if let Some(key) = &self.llm_api_key {
+            // It goes into an Authorization header as is.
+            anyhow::ensure!(
+                key.bytes().all(|b| b.is_ascii_graphic()),
+                "llm_api_key may only contain visible ASCII characters"
             );
         }
         Ok(())
@@ -301,10 +336,12 @@ mod tests {
         let config = Config {
             demo_password: Some("hunter22".into()),
             field_keys: "k1:abc".into(),
+            llm_api_key: Some("sk-live-secret".into()),
             ..Config::default()
         };
         let text = config.redacted().to_string();
         assert!(!text.contains("hunter22"));
+        assert!(!text.contains("sk-live-secret"));
         assert!(!text.contains("k1:abc"));
         assert!(text.contains("***"));
     }
@@ -314,6 +351,16 @@ mod tests {
         Config::default().validate().expect("defaults are valid");
         let bad = Config {
             listen: "nonsense".into(),
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = Config {
+            llm_base_url: Some("api.openai.com".into()),
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = Config {
+            llm_api_key: Some("sk-with\nnewline".into()),
             ..Config::default()
         };
         assert!(bad.validate().is_err());

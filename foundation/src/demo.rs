@@ -291,3 +291,83 @@ async fn create(state: &AppState, password: &NewPassword) -> Result<DemoAccounts
         accounts,
     })
 }
+
+/// Adds `count` practice trainees (`{prefix}00001` …) to `class` (default: the first class),
+/// all with `password`: for classes that practise with many buyers, and for load tests. The
+/// password is hashed once (argon2id, salted once) and the PHC string shared, so a thousand
+/// accounts take one hash; each login still verifies it in full. Existing usernames are
+/// skipped. Returns how many were created.
+pub async fn add_practice_trainees(
+    state: &AppState,
+    class: Option<i64>,
+    prefix: &str,
+    count: u32,
+    password: &NewPassword,
+) -> anyhow::Result<u32> {
+    let db = state.db.pool();
+    let class_id: i64 = match class {
+        Some(id) => id,
+        None => sqlx::query_scalar("SELECT id FROM classes ORDER BY id LIMIT 1")
+            .fetch_optional(db)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no class to add practice trainees to"))?,
+    };
+    let institution: i64 = sqlx::query_scalar("SELECT institution_id FROM classes WHERE id = $1")
+        .bind(class_id)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("class {class_id} does not exist"))?;
+    let hash = state
+        .identity
+        .hash_password(password.as_str())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let now = state.clock.now_millis();
+    let mut created = 0;
+    for chunk in (1..=count).collect::<Vec<_>>().chunks(500) {
+        let mut tx = state.db.begin_write().await?;
+        for n in chunk {
+            let username =
+                Username::parse(&format!("{prefix}{n:05}")).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let row = sqlx::query(
+                "INSERT INTO accounts (username, name, password_hash, institution_id, password_changed_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5, $5) ON CONFLICT (username) DO NOTHING RETURNING id",
+            )
+            .bind(username.as_str())
+            .bind(format!("练习学员{n:05}"))
+            .bind(&hash)
+            .bind(institution)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { continue };
+            let id: i64 = row.try_get(0)?;
+            sqlx::query("INSERT INTO account_roles (account_id, role) VALUES ($1, $2)")
+                .bind(id)
+                .bind(Role::Trainee.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO class_trainees (class_id, account_id) VALUES ($1, $2)")
+                .bind(class_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            created += 1;
+        }
+        state
+            .audit
+            .append_in(
+                &mut tx,
+                AuditEvent::new(
+                    None,
+                    "practice_trainees_created",
+                    format!("class:{class_id}"),
+                )
+                .detail(serde_json::json!({"prefix": prefix, "accounts": chunk.len()}))
+                .ip("cli"),
+            )
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(created)
+}

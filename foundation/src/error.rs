@@ -92,6 +92,10 @@ error_codes! {
     // 5xx
     Internal => (INTERNAL_SERVER_ERROR, "internal", "服务器内部错误，请稍后再试"),
     Unavailable => (SERVICE_UNAVAILABLE, "unavailable", "服务暂不可用，请稍后再试"),
+    LlmUnavailable => (BAD_GATEWAY, "llm_unavailable", "AI 服务暂时无法使用，请稍后再试，或改用内置模板生成"),
+    LlmAuthFailed => (BAD_GATEWAY, "llm_auth_failed", "AI 服务拒绝了访问密钥，请联系管理员检查 llm_api_key 配置"),
+    LlmBadOutput => (BAD_GATEWAY, "llm_bad_output", "AI 返回的脚本格式不正确，请重新生成"),
+    LlmTimeout => (GATEWAY_TIMEOUT, "llm_timeout", "AI 服务响应超时，请稍后再试"),
 }
 
 /// The JSON body of every error answer.

@@ -5,6 +5,7 @@
 //! socket.io) with the same protocol, and read the server's CPU time and RSS from /proc, so a
 //! figure is deliveries per server CPU-second, not per wall second.
 
+mod flash;
 mod hub;
 mod hub_cluster;
 mod hub_reconnect;
@@ -47,6 +48,13 @@ enum Command {
     /// Packaging time of a synthetic class recording into a replay.
     #[command(name = "replay-package")]
     Replay(replay::ReplayArgs),
+    /// A flash sale or a red packet: many buyers at once on a small stock, over HTTP.
+    #[command(name = "commerce")]
+    Commerce(flash::CommerceArgs),
+    /// The naive baseline of a flash sale: one PostgreSQL `SELECT … FOR UPDATE` transaction per
+    /// attempt.
+    #[command(name = "commerce-naive")]
+    CommerceNaive(flash::NaiveArgs),
     /// (Started by hub-cluster) one slice of the viewers.
     #[command(name = "hub-viewers", hide = true)]
     Viewers(hub_cluster::ViewersArgs),
@@ -69,6 +77,8 @@ fn main() -> anyhow::Result<()> {
             Command::Cluster(args) => hub_cluster::cluster(args).await,
             Command::Viewers(args) => hub_cluster::viewers(args).await,
             Command::Sfu(args) => sfu::sfu(args).await,
+            Command::Commerce(args) => flash::run(args).await,
+            Command::CommerceNaive(args) => flash::naive(args).await,
             Command::Churn(args) => sfu::churn(args).await,
             Command::Replay(_) => Ok(()), // handled above: no runtime needed
         }

@@ -74,6 +74,18 @@ const routes: RouteRecordRaw[] = [
     meta: { shell: true, immersive: true, title: t.live.title },
   },
   {
+    path: '/shop',
+    name: 'shop',
+    component: () => import('./pages/shop/ShopPage.vue'),
+    meta: { role: 'trainee', shell: true, title: t.shop.title },
+  },
+  {
+    path: '/orders',
+    name: 'orders',
+    component: () => import('./pages/orders/OrdersPage.vue'),
+    meta: { shell: true, title: t.orders.title },
+  },
+  {
     path: '/profile',
     name: 'profile',
     component: () => import('./pages/ProfilePage.vue'),

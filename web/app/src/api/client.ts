@@ -74,6 +74,8 @@ export interface RequestOptions {
    */
   ordinary401?: 'all' | string[]
   signal?: AbortSignal
+  /** Extra request headers (e.g. `Idempotency-Key`). */
+  headers?: Record<string, string>
 }
 
 export async function request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
@@ -88,7 +90,7 @@ export async function request<T>(method: string, path: string, opts: RequestOpti
     if (s) url += (url.includes('?') ? '&' : '?') + s
   }
 
-  const headers: Record<string, string> = { Accept: 'application/json' }
+  const headers: Record<string, string> = { Accept: 'application/json', ...opts.headers }
   if (opts.body !== undefined) headers['Content-Type'] = 'application/json'
   if (UNSAFE.has(m)) {
     const token = csrfToken()

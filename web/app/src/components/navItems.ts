@@ -11,10 +11,23 @@ export interface NavItem {
   icon: IconName
 }
 
-export type IconName = 'home' | 'user' | 'live' | 'shop' | 'book' | 'exam' | 'task' | 'apply' | 'import' | 'eye' | 'chart' | 'admin'
+export type IconName =
+  | 'home'
+  | 'user'
+  | 'live'
+  | 'shop'
+  | 'order'
+  | 'book'
+  | 'exam'
+  | 'task'
+  | 'apply'
+  | 'import'
+  | 'eye'
+  | 'chart'
+  | 'admin'
 
 const soonIcons: Record<Role, IconName[]> = {
-  trainee: ['shop', 'book', 'exam'],
+  trainee: ['book', 'exam'],
   instructor: ['task', 'exam'],
   institution_admin: ['apply', 'import'],
   supervisor: ['eye', 'chart'],
@@ -28,6 +41,12 @@ export function navFor(role: Role | null): NavItem[] {
     { key: 'home', label: n.home, to: ROLE_HOME[role], icon: role === 'platform_admin' ? 'admin' : 'home' },
     { key: 'rooms', label: n.rooms, to: '/rooms', icon: 'live' },
   ]
+  if (role === 'trainee') {
+    items.push(
+      { key: 'shop', label: t.nav.trainee.shop, to: '/shop', icon: 'shop' },
+      { key: 'orders', label: t.nav.trainee.orders, to: '/orders', icon: 'order' },
+    )
+  }
   n.soon.forEach((s, i) => {
     items.push({ key: `soon-${i}`, label: s.label, soon: s.hint, icon: soonIcons[role][i] ?? 'book' })
   })

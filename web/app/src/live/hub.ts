@@ -19,6 +19,7 @@ import { useRouter } from 'vue-router'
 import type {
   ChatMessage,
   ClientFrame,
+  CommerceEvent,
   ClientMsg,
   MemberRole,
   RoomMedia,
@@ -600,6 +601,13 @@ export interface LiveRoom {
   onRemoved: (fn: (message: number) => void) => () => void
   /** Someone else entered (small rooms only). */
   onArrival: (fn: (user: UserRef) => void) => () => void
+  /** The selling tools' events (`at`: server Unix ms of the event). */
+  onCommerce: (fn: (ev: CommerceEvent, at: number) => void) => () => void
+  /** A snapshot replaced the room's state (`joined` or `resync`): state kept elsewhere (the
+   *  room's commerce) must be loaded again; a `resumed` replays the missed events instead. */
+  onSnapshot: (fn: (kind: 'joined' | 'resync') => void) => () => void
+  /** Server time now (Unix ms), for countdowns. */
+  serverNow: () => number
 }
 
 /** Characters as the server counts them (a surrogate pair is one). */
@@ -621,6 +629,8 @@ export function useLiveRoom(roomId: () => number): LiveRoom {
   const chatListeners = new Set<(m: ChatMessage, mine: boolean) => void>()
   const arrivalListeners = new Set<(u: UserRef) => void>()
   const removedListeners = new Set<(message: number) => void>()
+  const commerceListeners = new Set<(ev: CommerceEvent, at: number) => void>()
+  const snapshotListeners = new Set<(kind: 'joined' | 'resync') => void>()
   let removed = new Set<number>()
   let removedOrder: number[] = []
 
@@ -731,7 +741,7 @@ export function useLiveRoom(roomId: () => number): LiveRoom {
   }
 
   const listener: RoomListener = {
-    snapshot(role, snap) {
+    snapshot(role, snap, kind) {
       state.joined = true
       state.joinError = null
       state.role = role
@@ -747,6 +757,7 @@ export function useLiveRoom(roomId: () => number): LiveRoom {
       removed = new Set()
       removedOrder = []
       scheduleLikes()
+      for (const fn of snapshotListeners) fn(kind)
     },
     resumed(role) {
       state.joined = true
@@ -813,6 +824,9 @@ export function useLiveRoom(roomId: () => number): LiveRoom {
           break
         case 'media_changed':
           state.media = ev.media
+          break
+        case 'commerce':
+          for (const fn of commerceListeners) fn(ev.event, msg.at)
           break
       }
     },
@@ -912,6 +926,15 @@ export function useLiveRoom(roomId: () => number): LiveRoom {
       arrivalListeners.add(fn)
       return () => arrivalListeners.delete(fn)
     },
+    onCommerce(fn) {
+      commerceListeners.add(fn)
+      return () => commerceListeners.delete(fn)
+    },
+    onSnapshot(fn) {
+      snapshotListeners.add(fn)
+      return () => snapshotListeners.delete(fn)
+    },
+    serverNow: () => hub.serverNow(),
   }
 }
 

@@ -1,0 +1,381 @@
+//! Commerce benchmarks: a flash sale (many buyers at once on a small stock) and a red packet
+//! (many grabbers on a packet of fewer shares), driven over HTTP like real clients — each buyer
+//! logged in with its own account (`livecamp practice-accounts` makes them), every attempt with
+//! its own `Idempotency-Key`. Prints one JSON line: attempts per wall second and per server
+//! CPU-second, latency quantiles, and the exactness checks (orders == stock, shares sum to the
+//! packet).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::hub::Latencies;
+use crate::proc_stats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tool {
+    FlashSale,
+    RedPacket,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommerceArgs {
+    /// Server base URL, e.g. http://127.0.0.1:18080.
+    #[arg(long)]
+    base: String,
+    /// Server process id, for its CPU time.
+    #[arg(long)]
+    server_pid: u32,
+    /// Password of trainee01 (the host) and of the practice accounts.
+    #[arg(long)]
+    password: String,
+    #[arg(long, value_enum, default_value = "flash-sale")]
+    tool: Tool,
+    /// Buyers (practice accounts {prefix}00001 …).
+    #[arg(long, default_value_t = 10_000)]
+    buyers: usize,
+    #[arg(long, default_value = "practice")]
+    prefix: String,
+    /// Flash-sale stock, or red-packet shares.
+    #[arg(long, default_value_t = 1000)]
+    stock: u32,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 1000)]
+    concurrency: usize,
+    /// Logins in flight at once (before the measured part).
+    #[arg(long, default_value_t = 32)]
+    login_concurrency: usize,
+}
+
+type Res<T> = anyhow::Result<T>;
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Value,
+) -> Res<(u16, Value)> {
+    let response = http
+        .request(method, url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+async fn login(http: &reqwest::Client, base: &str, username: &str, password: &str) -> Res<String> {
+    let response = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await?;
+    let body: Value = response.json().await?;
+    body["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("login {username} failed: {body}"))
+}
+
+fn expect(status: u16, body: &Value, what: &str) -> Res<()> {
+    anyhow::ensure!((200..300).contains(&status), "{what}: {status} {body}");
+    Ok(())
+}
+
+/// The host's room and, for a flash sale, a SKU with enough stock.
+async fn set_up(
+    http: &reqwest::Client,
+    args: &CommerceArgs,
+    host: &str,
+) -> Res<(i64, Option<i64>)> {
+    let base = &args.base;
+    let (status, classes) = call(
+        http,
+        reqwest::Method::GET,
+        format!("{base}/api/v1/classes"),
+        host,
+        Value::Null,
+    )
+    .await?;
+    expect(status, &classes, "classes")?;
+    let class = classes[0]["id"]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("no class"))?;
+    let (status, room) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/rooms"),
+        host,
+        json!({"class_id": class, "kind": "live_commerce", "title": "压测直播间"}),
+    )
+    .await?;
+    expect(status, &room, "room")?;
+    let room = room["id"].as_i64().unwrap_or_default();
+    if args.tool == Tool::RedPacket {
+        return Ok((room, None));
+    }
+    let (status, mut shop) = call(
+        http,
+        reqwest::Method::GET,
+        format!("{base}/api/v1/shops/mine"),
+        host,
+        Value::Null,
+    )
+    .await?;
+    if status == 404 {
+        let (status, created) = call(
+            http,
+            reqwest::Method::POST,
+            format!("{base}/api/v1/shops"),
+            host,
+            json!({"name": "压测店铺", "category": "食品"}),
+        )
+        .await?;
+        expect(status, &created, "shop")?;
+        shop = created;
+    }
+    let shop = shop["id"].as_i64().unwrap_or_default();
+    let (status, product) = call(http, reqwest::Method::POST, format!("{base}/api/v1/shops/{shop}/products"), host,
+        json!({"title": "压测商品", "listed": true, "skus": [{"spec": format!("规格{}", crate::hub::now_micros()), "price_cents": 9900, "stock": args.stock}]})).await?;
+    expect(status, &product, "product")?;
+    Ok((room, product["skus"][0]["id"].as_i64()))
+}
+
+pub async fn run(args: CommerceArgs) -> Res<()> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let base = args.base.clone();
+    let host = login(&http, &base, "trainee01", &args.password).await?;
+    let (room, sku) = set_up(&http, &args, &host).await?;
+
+    let started = Instant::now();
+    let usernames: Vec<String> = (1..=args.buyers)
+        .map(|n| format!("{}{n:05}", args.prefix))
+        .collect();
+    let tokens: Vec<String> = futures::stream::iter(
+        usernames
+            .iter()
+            .map(|u| login(&http, &base, u, &args.password)),
+    )
+    .buffer_unordered(args.login_concurrency)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Res<_>>()?;
+    let login_seconds = started.elapsed().as_secs_f64();
+
+    let path = match args.tool {
+        Tool::FlashSale => {
+            let (status, sale) = call(
+                &http,
+                reqwest::Method::POST,
+                format!("{base}/api/v1/rooms/{room}/flash-sales"),
+                &host,
+                json!({"sku_id": sku, "price_cents": 990, "stock": args.stock, "per_user_limit": 1,
+                       "starts_in_seconds": 0, "duration_seconds": 3600}),
+            )
+            .await?;
+            expect(status, &sale, "flash sale")?;
+            format!("{base}/api/v1/flash-sales/{}/orders", sale["id"])
+        }
+        Tool::RedPacket => {
+            // One cent and up per share: ¥100 per 1,000 shares.
+            let total = i64::from(args.stock) * 10;
+            let (status, packet) = call(
+                &http,
+                reqwest::Method::POST,
+                format!("{base}/api/v1/rooms/{room}/red-packets"),
+                &host,
+                json!({"total_cents": total, "count": args.stock, "expires_in_seconds": 3600}),
+            )
+            .await?;
+            expect(status, &packet, "red packet")?;
+            format!("{base}/api/v1/red-packets/{}/grab", packet["id"])
+        }
+    };
+
+    let latencies = Arc::new(Latencies::with_bucket_us(100));
+    let cpu_before = proc_stats::cpu_seconds(args.server_pid)?;
+    let measured = Instant::now();
+    let attempts = tokens.iter().enumerate().map(|(i, token)| {
+        let (http, path, latencies) = (&http, &path, latencies.clone());
+        async move {
+            let sent = Instant::now();
+            let result = http
+                .post(path.as_str())
+                .bearer_auth(token)
+                .header("Idempotency-Key", format!("bench-{i}"))
+                .send()
+                .await;
+            let outcome = match result {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    (status, body)
+                }
+                Err(e) => (0, json!({"error": e.to_string()})),
+            };
+            latencies.record(sent.elapsed().as_micros() as u64);
+            outcome
+        }
+    });
+    let outcomes: Vec<(u16, Value)> = futures::stream::iter(attempts)
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await;
+    let seconds = measured.elapsed().as_secs_f64();
+    let cpu = proc_stats::cpu_seconds(args.server_pid)? - cpu_before;
+
+    let won = outcomes
+        .iter()
+        .filter(|(s, _)| (200..300).contains(s))
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|(s, _)| *s == 409 || *s == 410)
+        .count();
+    let failed = outcomes.len() - won - refused;
+    let mut ids: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|(s, b)| ((200..300).contains(s)).then(|| b["id"].as_i64()).flatten())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let sum: i64 = outcomes
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .filter_map(|(_, b)| b["amount_cents"].as_i64())
+        .sum();
+    let exact = match args.tool {
+        Tool::FlashSale => won == args.stock as usize && ids.len() == won,
+        Tool::RedPacket => won == args.stock as usize && sum == i64::from(args.stock) * 10,
+    };
+    let report = json!({
+        "benchmark": match args.tool { Tool::FlashSale => "flash-sale", Tool::RedPacket => "red-packet" },
+        "buyers": args.buyers,
+        "stock": args.stock,
+        "concurrency": args.concurrency,
+        "won": won,
+        "refused": refused,
+        "failed": failed,
+        "exact": exact,
+        "shares_sum_cents": (args.tool == Tool::RedPacket).then_some(sum),
+        "seconds": seconds,
+        "attempts_per_second": outcomes.len() as f64 / seconds,
+        "server_cpu_seconds": cpu,
+        "attempts_per_cpu_second": outcomes.len() as f64 / cpu.max(1e-9),
+        "p50_ms": latencies.quantile_ms(0.50),
+        "p99_ms": latencies.quantile_ms(0.99),
+        "login_seconds": login_seconds,
+        "first_failure": outcomes.iter().find(|(s, _)| !(200..300).contains(s) && *s != 409 && *s != 410).map(|(s, b)| json!({"status": s, "body": b})),
+    });
+    println!("{report}");
+    anyhow::ensure!(exact, "not exact: {won} won of {}", args.stock);
+    Ok(())
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NaiveArgs {
+    /// A PostgreSQL database the baseline may create its two tables in.
+    #[arg(long)]
+    database_url: String,
+    #[arg(long, default_value_t = 10_000)]
+    buyers: usize,
+    #[arg(long, default_value_t = 1000)]
+    stock: i64,
+    /// Database connections (PostgreSQL's default limit is 100).
+    #[arg(long, default_value_t = 90)]
+    connections: u32,
+}
+
+/// The baseline a flash sale is usually first written as: every attempt is a PostgreSQL
+/// transaction that locks the sale's row (`SELECT … FOR UPDATE`), checks the stock, and writes
+/// the order. No HTTP, no gate: only the database's cost per attempt.
+pub async fn naive(args: NaiveArgs) -> Res<()> {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(args.connections)
+        .connect(&args.database_url)
+        .await?;
+    for statement in [
+        "DROP TABLE IF EXISTS naive_orders",
+        "DROP TABLE IF EXISTS naive_sales",
+        "CREATE TABLE naive_sales (id BIGINT PRIMARY KEY, stock BIGINT NOT NULL)",
+        "CREATE TABLE naive_orders (id BIGSERIAL PRIMARY KEY, sale_id BIGINT NOT NULL, buyer BIGINT NOT NULL, \
+         idempotency_key TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL)",
+    ] {
+        sqlx::query(statement).execute(&pool).await?;
+    }
+    sqlx::query("INSERT INTO naive_sales (id, stock) VALUES (1, $1)")
+        .bind(args.stock)
+        .execute(&pool)
+        .await?;
+    let latencies = Arc::new(Latencies::with_bucket_us(100));
+    let started = Instant::now();
+    let attempts = (0..args.buyers).map(|buyer| {
+        let (pool, latencies) = (&pool, latencies.clone());
+        async move {
+            let sent = Instant::now();
+            let outcome: Res<bool> = async {
+                let mut tx = pool.begin().await?;
+                let stock: i64 = sqlx::query("SELECT stock FROM naive_sales WHERE id = 1 FOR UPDATE")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                if stock <= 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE naive_sales SET stock = stock - 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO naive_orders (sale_id, buyer, idempotency_key, created_at) VALUES (1, $1, $2, $3)")
+                    .bind(buyer as i64)
+                    .bind(format!("naive-{buyer}"))
+                    .bind(crate::hub::now_micros() as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+            .await;
+            latencies.record(sent.elapsed().as_micros() as u64);
+            outcome
+        }
+    });
+    let outcomes: Vec<Res<bool>> = futures::stream::iter(attempts)
+        .buffer_unordered(args.buyers.min(10_000))
+        .collect()
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let won = outcomes.iter().filter(|o| matches!(o, Ok(true))).count();
+    let failed = outcomes.iter().filter(|o| o.is_err()).count();
+    let orders: i64 = sqlx::query("SELECT COUNT(*) FROM naive_orders")
+        .fetch_one(&pool)
+        .await?
+        .try_get(0)?;
+    println!(
+        "{}",
+        json!({
+            "benchmark": "flash-sale-naive-postgres",
+            "buyers": args.buyers,
+            "stock": args.stock,
+            "won": won,
+            "failed": failed,
+            "orders": orders,
+            "exact": orders == args.stock,
+            "seconds": seconds,
+            "attempts_per_second": args.buyers as f64 / seconds,
+            "p50_ms": latencies.quantile_ms(0.50),
+            "p99_ms": latencies.quantile_ms(0.99),
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,431 @@
+// End-to-end check of live commerce in headless Chromium (playwright-core, Debian chromium):
+// trainee01 on a PC opens a shop (我的店铺), publishes a listed product with a SKU, adjusts its
+// stock, creates a live room and goes live, puts the product on the room's cart and pins it
+// (讲解中), offers a coupon; trainee02 on a phone in the room claims the coupon, sees the 讲解中
+// card, buys with the coupon and pays, and finds the order in 订单; the host starts a flash sale
+// and the viewer grabs it (抢到了 → pays); the host sends a red packet and the viewer grabs an
+// amount; the host launches a lucky bag, the viewer sends the keyword from the card and sees
+// the draw with the revealed seed checked against the commitment; the merchant ships the order
+// in 店铺订单 and the buyer confirms receipt.
+//
+//   DEMO_PASSWORD=... [BASE_URL=http://127.0.0.1:18080] [SCREENSHOT_DIR=...] [CHROMIUM=/usr/bin/chromium] node commerce.mjs
+//
+// Prints "N passed, N failed" last; exits non-zero on any failure.
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { chromium } from 'playwright-core'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const BASE_URL = (process.env.BASE_URL || 'http://127.0.0.1:18080').replace(/\/+$/, '')
+const DEMO_PASSWORD = process.env.DEMO_PASSWORD
+const SCREENSHOT_DIR = process.env.SCREENSHOT_DIR
+  ? path.resolve(process.env.SCREENSHOT_DIR)
+  : path.resolve(here, '../../target/screenshots')
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
+const TIMEOUT = Number(process.env.E2E_TIMEOUT_MS || 15000)
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+]
+
+const VIEWPORTS = {
+  pc: { viewport: { width: 1366, height: 768 } },
+  phone: {
+    viewport: { width: 390, height: 844 },
+    deviceScaleFactor: 2,
+    isMobile: true,
+    hasTouch: true,
+    userAgent:
+      'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36',
+  },
+}
+
+/** ¥1,234.56 → 123456 */
+const cents = (text) => {
+  const m = /¥([\d,]+)\.(\d\d)/.exec(text)
+  assert.ok(m, `an amount in: ${text}`)
+  return Number(m[1].replaceAll(',', '')) * 100 + Number(m[2])
+}
+
+// ---------------------------------------------------------------- tiny runner
+const tests = []
+const test = (name, fn) => tests.push({ name, fn })
+
+// ---------------------------------------------------------------- helpers
+let browser
+
+async function newContext(kind) {
+  const ctx = await browser.newContext({
+    ...VIEWPORTS[kind],
+    baseURL: BASE_URL,
+    locale: 'zh-CN',
+    timezoneId: 'Asia/Shanghai',
+  })
+  ctx.setDefaultTimeout(TIMEOUT)
+  return ctx
+}
+
+async function newPage(ctx) {
+  const page = await ctx.newPage()
+  const errors = []
+  page.on('pageerror', (e) => errors.push(String(e)))
+  page.assertClean = () => assert.deepEqual(errors, [], `uncaught errors in the page: ${errors.join('; ')}`)
+  return page
+}
+
+async function login(page, username) {
+  await page.goto('/login')
+  await page.getByTestId('page-login').waitFor()
+  await page.getByTestId('login-username').fill(username)
+  await page.getByTestId('login-password').fill(DEMO_PASSWORD)
+  await page.getByTestId('login-submit').click()
+  await page.waitForURL((u) => !u.pathname.startsWith('/login'))
+}
+
+async function shot(page, name) {
+  await page.evaluate(() => document.fonts?.ready)
+  // From the top: a full-page capture of a scrolled page repeats the sticky top bar mid-page.
+  await page.evaluate(() => window.scrollTo(0, 0))
+  await page.screenshot({
+    path: path.join(SCREENSHOT_DIR, name),
+    fullPage: true,
+    animations: 'disabled',
+    style: '[data-testid="tabbar"] { position: static !important; }',
+  })
+}
+
+/** A screenshot of what is on the screen now (dialogs and the phone's fixed layout as seen). */
+async function screen(page, name) {
+  await page.evaluate(() => document.fonts?.ready)
+  await page.screenshot({ path: path.join(SCREENSHOT_DIR, name), animations: 'disabled' })
+}
+
+/** The app toast with this text (the shop and orders pages). */
+const appToast = (page, text) => page.getByTestId('app-toast').filter({ hasText: text })
+
+// ---------------------------------------------------------------- the scenario
+test('live commerce: shop, cart and 讲解中, coupon, buy and pay, flash sale, red packet, lucky bag, orders', async () => {
+  const hostCtx = await newContext('pc')
+  const viewerCtx = await newContext('phone')
+  try {
+    const stamp = Date.now().toString(36)
+    const productTitle = `长白山黑木耳 ${stamp}`
+    const roomTitle = `木耳带货专场 ${stamp}`
+
+    // ---- trainee01 (PC): 我的店铺 from the navigation; open the shop unless it exists already.
+    const host = await newPage(hostCtx)
+    await login(host, 'trainee01')
+    await host.getByTestId('page-trainee-home').waitFor()
+    await host.getByTestId('nav-shop').filter({ visible: true }).click()
+    await host.getByTestId('page-shop').waitFor()
+    await host.getByTestId('open-shop').or(host.getByTestId('shop-info')).first().waitFor()
+    if (await host.getByTestId('open-shop').isVisible()) {
+      // The server's validation message is shown as sent.
+      await host.getByTestId('shop-name').fill('铺')
+      await host.getByTestId('shop-category').fill('农副产品')
+      await host.getByTestId('open-shop-submit').click()
+      await host.getByTestId('open-shop-error').filter({ hasText: '店铺名称' }).waitFor()
+      await host.getByTestId('shop-name').fill(`长白山特产小铺`)
+      await host.getByTestId('shop-description').fill('吉林长白山的木耳、人参和蓝莓')
+      await host.getByTestId('shop-logo').fill('/favicon.svg')
+      await host.getByTestId('open-shop-submit').click()
+      await appToast(host, '店铺已开设').waitFor()
+    }
+    await host.getByTestId('shop-info').waitFor()
+    await host.getByTestId('shop-status').filter({ hasText: '营业中' }).waitFor()
+
+    // Quick replies: add one and save.
+    await host.getByTestId('reply-add').click()
+    await host.getByTestId('reply-input').last().fill(`亲，下单后 48 小时内发货哦 ${stamp}`)
+    await host.getByTestId('replies-save').click()
+    await appToast(host, '快捷回复已保存').waitFor()
+
+    // A product with one SKU, listed at once.
+    await host.getByTestId('product-create').click()
+    const editor = host.getByTestId('product-editor')
+    await editor.waitFor()
+    await host.getByTestId('product-title-input').fill(productTitle)
+    await host.getByTestId('product-description-input').fill('秋耳，肉厚无根，泡发率高')
+    await host.getByTestId('sku-spec-input').fill('500g 礼盒装')
+    await host.getByTestId('sku-price-input').fill('39.9')
+    await host.getByTestId('sku-stock-input').fill('50')
+    assert.equal(await host.getByTestId('product-list-now').isChecked(), true, 'list at once by default')
+    await host.getByTestId('product-save').click()
+    await editor.waitFor({ state: 'detached' })
+    const product = host.getByTestId('product-item').filter({ hasText: productTitle })
+    await product.waitFor()
+    assert.equal(await product.getAttribute('data-status'), 'listed')
+    assert.match(await product.innerText(), /¥39\.90/)
+
+    // Stock: add 5 with a note; the history shows it.
+    await product.getByTestId('sku-stock-btn').click()
+    const stock = host.getByTestId('stock-dialog')
+    await stock.waitFor()
+    await stock.getByTestId('stock-change').first().waitFor()
+    await host.getByTestId('stock-amount').fill('5')
+    await host.getByTestId('stock-note').fill('新到货')
+    await host.getByTestId('stock-submit').click()
+    await host.getByTestId('stock-current').filter({ hasText: /^55$/ }).waitFor()
+    await stock.getByTestId('stock-change').filter({ hasText: '新到货' }).waitFor()
+    assert.match(await stock.getByTestId('stock-change').first().innerText(), /\+5[\s\S]*55[\s\S]*手动调整/)
+    await host.keyboard.press('Escape')
+    await stock.waitFor({ state: 'detached' })
+    await product.getByTestId('sku-stock').filter({ hasText: /^55$/ }).waitFor()
+    await shot(host, 'commerce-shop-pc.png')
+
+    // ---- a live-commerce room, through the UI; go live.
+    await host.getByTestId('nav-rooms').filter({ visible: true }).click()
+    await host.getByTestId('page-rooms').waitFor()
+    await host.getByTestId('create-room').click()
+    await host.getByTestId('create-room-dialog').waitFor()
+    await host.waitForFunction(() => document.querySelector('[data-testid="room-class"]')?.value)
+    await host.getByTestId('room-title').fill(roomTitle)
+    await host.getByTestId('create-room-submit').click()
+    await host.getByTestId('page-live-room').waitFor()
+    const roomPath = new URL(host.url()).pathname
+    assert.match(roomPath, /^\/rooms\/\d+$/)
+    await host.locator('[data-testid="start-live"]:not([disabled])').click()
+    await host.getByTestId('live-status').filter({ hasText: '直播中' }).waitFor()
+
+    // 带货工具: put the product on the cart, pin it.
+    const tools = host.getByTestId('host-tools')
+    await tools.waitFor()
+    await tools.getByTestId('tool-tab-shelf').click()
+    await tools.getByTestId('shop-product').filter({ hasText: productTitle }).getByTestId('shelf-add').click()
+    const shelfItem = tools.getByTestId('shelf-item').filter({ hasText: productTitle })
+    await shelfItem.waitFor()
+    await shelfItem.getByTestId('shelf-pin').click()
+    await shelfItem.getByTestId('shelf-unpin').waitFor()
+    await host.getByTestId('pinned-product').filter({ hasText: productTitle }).waitFor()
+    assert.equal(await host.getByTestId('pinned-buy').count(), 0, 'the host does not buy from their own room')
+
+    // ---- trainee02 (phone) enters the room and sees 讲解中.
+    const viewer = await newPage(viewerCtx)
+    await login(viewer, 'trainee02')
+    await viewer.goto(roomPath)
+    await viewer.getByTestId('page-live-room').waitFor()
+    await viewer.getByTestId('live-status').filter({ hasText: '直播中' }).waitFor()
+    const pinned = viewer.getByTestId('pinned-product').filter({ hasText: productTitle })
+    await pinned.waitFor()
+    assert.match(await pinned.innerText(), /讲解中[\s\S]*¥39\.90/)
+    assert.equal(await viewer.getByTestId('host-tools').count(), 0, 'viewers have no selling tools')
+
+    // The host offers a coupon; the viewer claims it.
+    await tools.getByTestId('tool-tab-coupon').click()
+    await tools.getByTestId('coupon-title').fill('直播间专享券')
+    await tools.getByTestId('coupon-threshold').fill('30')
+    await tools.getByTestId('coupon-discount').fill('5')
+    await tools.getByTestId('coupon-submit').click()
+    await tools.getByTestId('host-coupon').filter({ hasText: '满 ¥30.00 减 ¥5.00' }).waitFor()
+    const coupon = viewer.getByTestId('coupon-card').filter({ hasText: '直播间专享券' })
+    await coupon.waitFor()
+    await coupon.getByTestId('coupon-claim').click()
+    await coupon.getByTestId('coupon-claim').filter({ hasText: '已领 1 张' }).waitFor()
+
+    // 购买: the coupon is applied; submit, pay; the room hears an order notice.
+    const notice = host.getByTestId('order-notice').filter({ hasText: '刚刚下单' }).waitFor({ timeout: 20000 })
+    await pinned.getByTestId('pinned-buy').click()
+    const checkout = viewer.getByTestId('checkout')
+    await checkout.waitFor()
+    await viewer.getByTestId('checkout-total').filter({ hasText: '¥34.90' }).waitFor()
+    await screen(viewer, 'commerce-viewer-checkout-phone.png')
+    await viewer.getByTestId('checkout-submit').click()
+    await viewer.getByTestId('checkout-pay-total').filter({ hasText: '¥34.90' }).waitFor()
+    await viewer.getByTestId('checkout-pay-left').waitFor()
+    await viewer.getByTestId('checkout-pay').click()
+    await viewer.getByTestId('checkout-paid').waitFor()
+    await notice
+    await viewer.getByTestId('checkout-done').click()
+    await checkout.waitFor({ state: 'detached' })
+
+    // 订单 (a second tab of the same session): the paid order, with its history.
+    const orders = await newPage(viewerCtx)
+    await orders.goto('/orders')
+    await orders.getByTestId('page-orders').waitFor()
+    const balance = cents(await orders.getByTestId('wallet-balance').filter({ hasText: '¥' }).innerText())
+    assert.ok(balance <= 1_000_000 - 3490, `the payment left the wallet, balance ${balance}`)
+    const myOrder = orders.getByTestId('order-item').filter({ hasText: productTitle }).first()
+    await myOrder.waitFor()
+    assert.equal(await myOrder.getAttribute('data-status'), 'paid')
+    assert.match(await myOrder.innerText(), /待发货[\s\S]*¥34\.90/)
+    await shot(orders, 'commerce-orders-phone.png')
+    await orders.close()
+
+    // ---- flash sale: starts at once; the viewer grabs one and pays.
+    await tools.getByTestId('tool-tab-flash').click()
+    await tools.getByTestId('flash-price').fill('19.9')
+    await tools.getByTestId('flash-stock').fill('5')
+    await tools.getByTestId('flash-limit').fill('1')
+    await tools.getByTestId('flash-starts-in').fill('0')
+    await tools.getByTestId('flash-duration').fill('300')
+    await tools.getByTestId('flash-submit').click()
+    await tools.getByTestId('host-flash-sale').filter({ hasText: '¥19.90' }).waitFor()
+    const sale = viewer.getByTestId('flash-sale').filter({ hasText: productTitle })
+    await sale.and(viewer.locator('[data-phase="running"]')).waitFor()
+    await sale.getByTestId('flash-grab').click()
+    await sale.locator('[data-testid="flash-result"][data-result="won"]').waitFor()
+    // The payment sheet opens on the order just won.
+    await viewer.getByTestId('checkout-pay-total').filter({ hasText: '¥19.90' }).waitFor()
+    await screen(viewer, 'commerce-viewer-flash-phone.png')
+    await viewer.getByTestId('checkout-pay').click()
+    await viewer.getByTestId('checkout-paid').waitFor()
+    await viewer.getByTestId('checkout-done').click()
+    await sale.getByTestId('flash-remaining').filter({ hasText: '剩 4/5' }).waitFor()
+    await tools.getByTestId('host-flash-sale').filter({ hasText: '剩 4/5' }).waitFor()
+
+    // ---- red packet: the viewer's popup, 抢, an amount.
+    await tools.getByTestId('tool-tab-packet').click()
+    await tools.getByTestId('packet-total').fill('6.66')
+    await tools.getByTestId('packet-count').fill('3')
+    await tools.getByTestId('packet-greeting').fill('感谢大家捧场')
+    await tools.getByTestId('packet-submit').click()
+    const packet = viewer.getByTestId('red-packet')
+    await packet.filter({ hasText: '感谢大家捧场' }).waitFor()
+    await viewer.getByTestId('red-packet-grab').click()
+    const amount = await viewer.getByTestId('red-packet-amount').innerText()
+    const got = cents(amount)
+    assert.ok(got >= 1 && got <= 666, `a share of ¥6.66, got ${amount}`)
+    await screen(viewer, 'commerce-viewer-redpacket-phone.png')
+    await viewer.getByTestId('red-packet-close').click()
+    await packet.waitFor({ state: 'detached' })
+
+    // ---- lucky bag: the viewer sends the keyword from the card; the draw names them and its
+    // seed matches the commitment (checked in the browser).
+    await tools.getByTestId('tool-tab-bag').click()
+    await tools.getByTestId('bag-prize').fill('长白山蓝莓干一袋')
+    await tools.getByTestId('bag-keyword').fill(`木耳${stamp}`)
+    await tools.getByTestId('bag-winners-input').fill('1')
+    await tools.getByTestId('bag-duration').fill('10')
+    await tools.getByTestId('bag-submit').click()
+    const bag = viewer.getByTestId('lucky-bag').filter({ hasText: '长白山蓝莓干一袋' })
+    await bag.waitFor()
+    await bag.getByTestId('bag-join').click()
+    await bag.getByTestId('bag-join').filter({ hasText: '已参与' }).waitFor()
+    await viewer.getByTestId('chat-message').filter({ hasText: `木耳${stamp}` }).waitFor()
+    await shot(host, 'commerce-host-pc.png')
+    await bag.and(viewer.locator('[data-state="drawn"]')).waitFor({ timeout: 30000 })
+    await bag.getByTestId('bag-my-result').filter({ hasText: '恭喜你中奖了' }).waitFor()
+    assert.match(await bag.getByTestId('bag-winners').innerText(), /中奖名单/)
+    await bag.getByTestId('bag-verify').locator('summary').click()
+    await bag.getByText('本机已校验').waitFor()
+    assert.match(await bag.getByTestId('bag-seed').innerText(), /^[0-9a-f]{64}$/)
+    await tools.getByTestId('host-bag').filter({ hasText: '已开奖' }).waitFor()
+    await shot(viewer, 'commerce-viewer-phone.png')
+    await shot(host, 'commerce-host-drawn-pc.png')
+
+    // ---- after-sale: the merchant ships in 店铺订单; the buyer confirms receipt.
+    const merchant = await newPage(hostCtx)
+    await merchant.goto('/orders?tab=merchant')
+    await merchant.getByTestId('page-orders').waitFor()
+    await merchant.getByTestId('orders-filter-paid').click()
+    const toShip = merchant.getByTestId('order-item').filter({ hasText: productTitle }).first()
+    await toShip.waitFor()
+    const orderId = await toShip.getAttribute('data-order-id')
+    await toShip.getByTestId('order-action-ship').click()
+    await merchant.getByTestId('order-action-confirm').click()
+    await appToast(merchant, '已发货').waitFor()
+    await merchant.getByTestId('orders-filter-shipped').click()
+    await merchant.locator(`[data-testid="order-item"][data-order-id="${orderId}"]`).waitFor()
+    await shot(merchant, 'commerce-merchant-orders-pc.png')
+
+    const buyer = await newPage(viewerCtx)
+    await buyer.goto(`/orders?id=${orderId}`)
+    const detail = buyer.getByTestId('order-detail')
+    await detail.waitFor()
+    await detail.getByTestId('order-detail-status').filter({ hasText: '已发货' }).waitFor()
+    await detail.getByTestId('order-tracking').filter({ hasText: /^SIM\d+$/ }).waitFor()
+    assert.ok((await detail.getByTestId('order-event').count()) >= 3, 'placed, paid and shipped are in the history')
+    await detail.getByTestId('order-action-confirm').click()
+    await buyer.getByTestId('order-action-dialog').getByTestId('order-action-confirm').click()
+    await detail.getByTestId('order-detail-status').filter({ hasText: '已完成' }).waitFor()
+    await detail.getByTestId('order-event').filter({ hasText: '确认收货' }).waitFor()
+    await screen(buyer, 'commerce-order-detail-phone.png')
+
+    // End the live.
+    await host.getByTestId('end-live').click()
+    await host.getByTestId('end-live-confirm').click()
+    await host.getByTestId('live-status').filter({ hasText: '已结束' }).waitFor()
+
+    for (const p of [host, viewer, merchant, buyer]) p.assertClean()
+  } finally {
+    await hostCtx.close()
+    await viewerCtx.close()
+  }
+})
+
+test('shop page on a phone and the orders page for a trainee without a shop', async () => {
+  const ctx = await newContext('phone')
+  try {
+    const page = await newPage(ctx)
+    await login(page, 'trainee03')
+    await page.goto('/orders?tab=merchant')
+    await page.getByTestId('page-orders').waitFor()
+    await page.getByTestId('wallet-balance').filter({ hasText: '¥' }).waitFor()
+    await page.getByTestId('empty-state').filter({ hasText: '店铺还没有收到订单' }).waitFor()
+    await page.getByText('你还没有开店').waitFor()
+    await page.goto('/shop')
+    await page.getByTestId('page-shop').waitFor()
+    await page.getByTestId('open-shop').waitFor()
+    await shot(page, 'commerce-open-shop-phone.png')
+    page.assertClean()
+  } finally {
+    await ctx.close()
+  }
+})
+
+// ---------------------------------------------------------------- main
+async function main() {
+  if (!DEMO_PASSWORD) {
+    console.error('DEMO_PASSWORD is required (the password of the demo accounts).')
+    console.log('0 passed, 1 failed')
+    process.exit(2)
+  }
+  if (!fs.existsSync(CHROMIUM)) {
+    console.error(`Chromium not found at ${CHROMIUM} (set CHROMIUM, or apt-get install chromium).`)
+    console.log('0 passed, 1 failed')
+    process.exit(2)
+  }
+  fs.mkdirSync(SCREENSHOT_DIR, { recursive: true })
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS })
+
+  console.log(`# ${BASE_URL} · ${CHROMIUM} ${browser.version()} · screenshots in ${SCREENSHOT_DIR}`)
+  let passed = 0
+  let failed = 0
+  for (const { name, fn } of tests) {
+    const t0 = Date.now()
+    try {
+      await fn()
+      passed++
+      console.log(`ok - ${name} (${Date.now() - t0} ms)`)
+    } catch (e) {
+      failed++
+      console.log(`not ok - ${name} (${Date.now() - t0} ms)`)
+      console.log(
+        String(e?.stack || e)
+          .split('\n')
+          .slice(0, 8)
+          .map((l) => `    ${l}`)
+          .join('\n'),
+      )
+    }
+  }
+  await browser.close()
+  console.log(`${passed} passed, ${failed} failed`)
+  process.exit(failed ? 1 : 0)
+}
+
+main().catch(async (e) => {
+  console.error(e)
+  await browser?.close().catch(() => {})
+  console.log('0 passed, 1 failed')
+  process.exit(1)
+})
