@@ -327,6 +327,26 @@ async fn unpaid_orders_expire_and_stock_returns(backend: Backend) {
 async fn flash_sale_never_oversells(app: &TestApp) {
     let (host, _shop, _product, skus) = open_shop(app, 100).await;
     let room = app.create_room(&host, "秒杀专场").await;
+    // The shelf and the pinned product, as a joining page reads them.
+    let product = _product;
+    let (status, shelf) = post(
+        app,
+        &host,
+        &format!("/api/v1/rooms/{room}/products"),
+        json!({"product_id": product}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{shelf}");
+    let (status, pinned) = app
+        .send(
+            Method::PUT,
+            &host,
+            &format!("/api/v1/rooms/{room}/pin"),
+            json!({"product_id": product}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{pinned}");
+    assert_eq!(pinned["stock"], 200);
     let (status, body) = post(app, &host, &format!("/api/v1/rooms/{room}/flash-sales"),
         json!({"sku_id": skus[0], "price_cents": 990, "stock": 20, "per_user_limit": 1, "starts_in_seconds": 0, "duration_seconds": 600})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -388,6 +408,11 @@ async fn flash_sale_never_oversells(app: &TestApp) {
     let (_, view) = app.get(&host, &format!("/api/v1/flash-sales/{sale}")).await;
     assert_eq!(view["sold"], 20);
     assert_eq!(view["remaining"], 0);
+    let (_, state) = app
+        .get(&tokens[0], &format!("/api/v1/rooms/{room}/commerce"))
+        .await;
+    assert_eq!(state["pinned"], product, "{state}");
+    assert_eq!(state["flash_sales"][0]["remaining"], 0, "{state}");
     // No key, or a key used for another request: clear errors.
     let late = app.token("trainee30").await;
     let (status, body) = post(app, &late, &path, json!({})).await;
@@ -870,7 +895,110 @@ async fn bad_input_is_refused_clearly(backend: Backend) {
     assert_error(status, &body, 404, "not_found");
 }
 
+async fn dashboard_and_report_of_a_live(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (host, _shop, _product, skus) = open_shop(&app, 10).await;
+    let room = app.create_room(&host, "看板测试").await;
+    let mut host_ws = app.ws(&host).await;
+    common::ws_send(&mut host_ws, json!({"v": 1, "type": "join", "room": room})).await;
+    common::ws_send(
+        &mut host_ws,
+        json!({"v": 1, "type": "start_live", "room": room}),
+    )
+    .await;
+    let viewer = app.token("trainee02").await;
+    let mut viewer_ws = app.ws(&viewer).await;
+    common::ws_send(
+        &mut viewer_ws,
+        json!({"v": 1, "type": "join", "room": room}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::ws_send(
+        &mut viewer_ws,
+        json!({"v": 1, "type": "chat", "room": room, "text": "主播好，蓝莓干甜吗"}),
+    )
+    .await;
+    let (_, order) = post(
+        &app,
+        &viewer,
+        "/api/v1/orders",
+        json!({"sku_id": skus[0], "quantity": 2, "room_id": room}),
+    )
+    .await;
+    post(
+        &app,
+        &viewer,
+        &format!("/api/v1/orders/{}/pay", order["id"]),
+        json!({}),
+    )
+    .await;
+    // The live dashboard: the host sees it, a viewer may not.
+    let (status, body) = app
+        .get(&viewer, &format!("/api/v1/rooms/{room}/dashboard"))
+        .await;
+    assert_error(status, &body, 403, "forbidden");
+    let (status, live) = app
+        .get(&host, &format!("/api/v1/rooms/{room}/dashboard"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{live}");
+    assert_eq!(live["live"], true);
+    assert_eq!(live["viewers_now"], 1);
+    assert_eq!(live["paid_orders"], 1);
+    assert_eq!(live["gmv_cents"], 7980);
+    assert_eq!(live["products"][0]["units"], 2);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    common::ws_send(
+        &mut host_ws,
+        json!({"v": 1, "type": "end_live", "room": room}),
+    )
+    .await;
+    // The report is written a few seconds after the end, with watch time and a diagnosis.
+    let mut reports = Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reports = app
+            .get(&host, &format!("/api/v1/rooms/{room}/reports"))
+            .await
+            .1;
+        if reports.as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+    }
+    let report = &reports[0];
+    assert_eq!(report["dashboard"]["live"], false, "{reports}");
+    assert_eq!(report["dashboard"]["comments"], 1);
+    assert_eq!(report["dashboard"]["unique_viewers"], 1);
+    assert!(
+        report["dashboard"]["watch_ms_total"].as_i64().unwrap() >= 1000,
+        "{report}"
+    );
+    assert_eq!(report["dashboard"]["buyers"], 1);
+    assert_eq!(report["dashboard"]["conversion"], 1.0);
+    let advice = report["diagnosis"]["worked"].as_array().unwrap().len()
+        + report["diagnosis"]["improve"].as_array().unwrap().len();
+    assert!(advice > 0, "{report}");
+    // The class's instructor sees every session; another trainee only their own (none).
+    let class = app.get(&host, "/api/v1/classes").await.1[0]["id"]
+        .as_i64()
+        .unwrap();
+    let instructor = app.token("instructor01").await;
+    let (status, all) = app
+        .get(
+            &instructor,
+            &format!("/api/v1/classes/{class}/live-reports"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let (_, none) = app
+        .get(&viewer, &format!("/api/v1/classes/{class}/live-reports"))
+        .await;
+    assert_eq!(none.as_array().unwrap().len(), 0);
+}
+
 backend_tests!(
+    dashboard_and_report_of_a_live,
     order_lifecycle_with_exact_money,
     unpaid_orders_expire_and_stock_returns,
     flash_sale_embedded,

@@ -220,11 +220,7 @@ pub async fn claim_coupon(
     let coupon = coupon_by_id(&state, id).await?.ok_or_else(not_found)?;
     match coupon.room_id {
         Some(room) => {
-            commerce
-                .rooms
-                .access(&p, room)
-                .await
-                .map_err(|_| not_found())?;
+            commerce.access(&p, room).await.map_err(|_| not_found())?;
         }
         None => return Err(not_found()),
     }

@@ -256,7 +256,6 @@ async fn visible_sale(
     let not_found = || ApiError::with_message(ErrorCode::NotFound, "秒杀活动不存在");
     let sale = sale_by_id(state, id).await?.ok_or_else(not_found)?;
     commerce
-        .rooms
         .access(p, sale.room_id)
         .await
         .map_err(|_| not_found())?;
@@ -274,7 +273,7 @@ pub struct FlashOrder {
 /// What is already taken in a sale, per user: the gate's state after a restart.
 async fn taken_by_user(state: &AppState, sale: i64) -> ApiResult<Vec<(i64, u32)>> {
     let rows = sqlx::query(
-        "SELECT buyer_id, SUM(quantity) FROM orders WHERE flash_sale_id = $1 AND status <> 'cancelled' GROUP BY buyer_id",
+        "SELECT buyer_id, CAST(SUM(quantity) AS BIGINT) FROM orders WHERE flash_sale_id = $1 AND status <> 'cancelled' GROUP BY buyer_id",
     )
     .bind(sale)
     .fetch_all(state.db.pool())
@@ -327,10 +326,7 @@ pub async fn order_flash_sale(
     )?;
     let address = util::text(&body.address.unwrap_or_default(), "收货地址", 0, 200)?;
     let sale = commerce.sale(id).await?;
-    if let Some(existing) = orders::order_by_key(&state, p.account_id, &key).await? {
-        return orders::replay_order(&state, &existing, sale.view.sku_id, Some(id), quantity).await;
-    }
-    commerce.rooms.access(&p, sale.view.room_id).await?;
+    commerce.access(&p, sale.view.room_id).await?;
     if sale.shop_owner == p.account_id {
         return Err(ApiError::with_message(
             ErrorCode::Forbidden,
@@ -340,6 +336,8 @@ pub async fn order_flash_sale(
     let qty = u32::try_from(quantity).unwrap_or(u32::MAX);
     let now = state.clock.now_millis();
     let spec = sale.view.spec();
+    // The crowd is answered by the gate alone; the database is asked only by winners, and by
+    // those who already hold units (a retry of theirs gets their order back).
     let mut reserve = commerce
         .sales
         .reserve(&spec, now, p.account_id, qty)
@@ -354,7 +352,21 @@ pub async fn order_flash_sale(
     }
     match reserve {
         Reserve::Reserved { .. } => {}
-        Reserve::Refused(refusal) => return Err(refusal_error(refusal)),
+        Reserve::Refused { refusal, holds } => {
+            if holds
+                && let Some(existing) = orders::order_by_key(&state, p.account_id, &key).await?
+            {
+                return orders::replay_order(
+                    &state,
+                    &existing,
+                    sale.view.sku_id,
+                    Some(id),
+                    quantity,
+                )
+                .await;
+            }
+            return Err(refusal_error(refusal));
+        }
         Reserve::NotLoaded => return Err(ErrorCode::Unavailable.into()),
     }
     // From here the reservation must end in an order or be released.

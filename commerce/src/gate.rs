@@ -30,7 +30,12 @@ pub enum Reserve {
     Reserved {
         remaining: u32,
     },
-    Refused(Refusal),
+    /// Refused; `holds` when the user already holds units of this sale (a retry of theirs may
+    /// be answered with their order).
+    Refused {
+        refusal: Refusal,
+        holds: bool,
+    },
     /// The gate does not know the sale (yet): load it from the database and ask again.
     NotLoaded,
 }
@@ -116,7 +121,10 @@ impl SaleGates for LocalSales {
         };
         Ok(match gate.try_reserve(now, user, qty) {
             Ok(remaining) => Reserve::Reserved { remaining },
-            Err(refusal) => Reserve::Refused(refusal),
+            Err(refusal) => Reserve::Refused {
+                refusal,
+                holds: gate.taken_by(user) > 0,
+            },
         })
     }
 
@@ -210,14 +218,18 @@ redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 return 1
 ";
 
-/// -3: not loaded, -2: limit reached, -1: sold out, else the stock left.
+/// -3: not loaded, -2: limit reached, -1: sold out (-4: sold out, the user holds some), else
+/// the stock left.
 const SALE_RESERVE: &str = r"
 local stock = redis.call('GET', KEYS[1])
 if not stock then return -3 end
 local qty = tonumber(ARGV[2])
 local taken = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if taken + qty > tonumber(ARGV[3]) then return -2 end
-if tonumber(stock) < qty then return -1 end
+if tonumber(stock) < qty then
+  if taken > 0 then return -4 end
+  return -1
+end
 redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
 return redis.call('DECRBY', KEYS[1], qty)
 ";
@@ -338,10 +350,12 @@ impl SaleGates for RedisGates {
         qty: u32,
     ) -> anyhow::Result<Reserve> {
         // The window and the quantity are the sale's own facts: no need to ask Redis.
+        let refused = |refusal, holds| Ok(Reserve::Refused { refusal, holds });
         match sale.window.phase(now) {
-            Phase::Upcoming => return Ok(Reserve::Refused(Refusal::NotOpen)),
-            Phase::Ended => return Ok(Reserve::Refused(Refusal::Ended)),
-            Phase::Open if qty == 0 => return Ok(Reserve::Refused(Refusal::BadQuantity)),
+            // After the end the user may hold units; the caller looks their order up.
+            Phase::Ended => return refused(Refusal::Ended, true),
+            Phase::Upcoming => return refused(Refusal::NotOpen, false),
+            Phase::Open if qty == 0 => return refused(Refusal::BadQuantity, false),
             Phase::Open => {}
         }
         let [stock_key, taken_key] = self.sale_keys(sale.id);
@@ -356,8 +370,14 @@ impl SaleGates for RedisGates {
             .await?;
         Ok(match answer {
             -3 => Reserve::NotLoaded,
-            -2 => Reserve::Refused(Refusal::LimitReached),
-            -1 => Reserve::Refused(Refusal::SoldOut),
+            -2 => Reserve::Refused {
+                refusal: Refusal::LimitReached,
+                holds: true,
+            },
+            -1 | -4 => Reserve::Refused {
+                refusal: Refusal::SoldOut,
+                holds: answer == -4,
+            },
             left => Reserve::Reserved {
                 remaining: u32::try_from(left).unwrap_or_default(),
             },

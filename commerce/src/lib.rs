@@ -13,6 +13,7 @@
 pub mod core;
 
 mod coupons;
+mod dashboard;
 mod flash_sales;
 mod gate;
 mod lucky_bags;
@@ -43,7 +44,7 @@ use utoipa::{OpenApi, ToSchema};
 pub use gate::{
     Grab, LocalPackets, LocalSales, PacketGates, RedisGates, Reserve, SaleGates, SaleSpec,
 };
-pub use rooms::{LiveRooms, RoomAccess};
+pub use rooms::{LiveCounts, LiveRooms, RoomAccess};
 
 /// A flash sale's facts that do not change while it runs, kept in memory for the order path.
 #[derive(Debug)]
@@ -60,6 +61,8 @@ pub struct Inner {
     pub(crate) packets: Arc<dyn PacketGates>,
     pub(crate) notices: notices::Notices,
     sale_cache: Mutex<HashMap<i64, Arc<CachedSale>>>,
+    /// Who someone is in a room, for [`ACCESS_TTL`]: a flash sale asks it on every tap.
+    access_cache: moka::sync::Cache<(i64, i64), RoomAccess>,
     packet_cache: Mutex<HashMap<i64, Arc<red_packets::PacketMeta>>>,
 }
 
@@ -84,6 +87,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned cache only means a panic elsewhere; its entries are whole values.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// How long a room access decision is reused (class membership changes show within it).
+const ACCESS_TTL: Duration = Duration::from_secs(10);
 
 /// How often the sweeper expires unpaid orders and red packets, closes sales and draws bags.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -120,6 +126,10 @@ impl Commerce {
             sales,
             packets,
             sale_cache: Mutex::default(),
+            access_cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ACCESS_TTL)
+                .build(),
             packet_cache: Mutex::default(),
         }));
         tokio::spawn(sweep_forever(commerce.clone()));
@@ -133,12 +143,24 @@ impl Commerce {
         flash_sales::close_finished(self, now).await?;
         red_packets::expire(self, now).await?;
         lucky_bags::draw_due(self, now).await?;
+        dashboard::write_reports(self, now).await?;
         Ok(())
+    }
+
+    /// `p`'s role in `room` (not found when they may not enter), remembered for [`ACCESS_TTL`].
+    pub(crate) async fn access(&self, p: &Principal, room: i64) -> ApiResult<RoomAccess> {
+        let key = (p.account_id, room);
+        if let Some(access) = self.access_cache.get(&key) {
+            return Ok(access);
+        }
+        let access = self.rooms.access(p, room).await?;
+        self.access_cache.insert(key, access);
+        Ok(access)
     }
 
     /// Hosts (and a class's instructors) run the selling tools of their room.
     pub(crate) async fn require_tools(&self, p: &Principal, room: i64) -> ApiResult<RoomAccess> {
-        let access = self.rooms.access(p, room).await?;
+        let access = self.access(p, room).await?;
         if !access.runs_tools() {
             return Err(ApiError::with_message(
                 ErrorCode::Forbidden,
@@ -288,6 +310,7 @@ async fn my_wallet(
         red_packets::send_red_packet, red_packets::grab, red_packets::get_red_packet,
         lucky_bags::launch, lucky_bags::get_lucky_bag,
         room_tools::room_commerce, room_tools::add_to_shelf, room_tools::pin, room_tools::unpin,
+        dashboard::dashboard, dashboard::room_reports, dashboard::class_reports,
         script::generate, script::save_script, script::list_scripts, script::get_script,
         script::edit_script, script::get_version,
     ),
@@ -357,6 +380,12 @@ pub fn router(commerce: Commerce) -> Router<AppState> {
         .route(
             "/api/v1/rooms/{id}/pin",
             put(room_tools::pin).delete(room_tools::unpin),
+        )
+        .route("/api/v1/rooms/{id}/dashboard", get(dashboard::dashboard))
+        .route("/api/v1/rooms/{id}/reports", get(dashboard::room_reports))
+        .route(
+            "/api/v1/classes/{id}/live-reports",
+            get(dashboard::class_reports),
         )
         .route("/api/v1/live-scripts/generate", post(script::generate))
         .route(

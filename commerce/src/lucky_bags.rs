@@ -193,7 +193,6 @@ pub async fn get_lucky_bag(
     let not_found = || ApiError::with_message(ErrorCode::NotFound, "福袋不存在");
     let bag = bag_by_id(&state, id).await?.ok_or_else(not_found)?;
     commerce
-        .rooms
         .access(&p, bag.room_id)
         .await
         .map_err(|_| not_found())?;

@@ -326,7 +326,7 @@ pub(crate) async fn sku_for_sale(state: &AppState, sku: i64) -> ApiResult<Option
 /// Whether `p` may buy in `room` (when given): they must be able to enter it.
 async fn check_room(commerce: &Commerce, p: &Principal, room: Option<i64>) -> ApiResult<()> {
     if let Some(room) = room {
-        commerce.rooms.access(p, room).await?;
+        commerce.access(p, room).await?;
     }
     Ok(())
 }

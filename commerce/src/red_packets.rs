@@ -309,7 +309,7 @@ pub async fn grab(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Grabbed>> {
     let meta = commerce.packet(id).await?;
-    commerce.rooms.access(&p, meta.room_id).await?;
+    commerce.access(&p, meta.room_id).await?;
     if meta.sender_id == p.account_id {
         return Err(ApiError::with_message(
             ErrorCode::Forbidden,
@@ -475,7 +475,7 @@ pub async fn get_red_packet(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<RedPacketView>> {
     let meta = commerce.packet(id).await?;
-    commerce.rooms.access(&p, meta.room_id).await?;
+    commerce.access(&p, meta.room_id).await?;
     Ok(Json(packet_view(&state, id).await?))
 }
 

@@ -64,7 +64,7 @@ async fn shelf(state: &AppState, room: i64) -> ApiResult<Vec<ShelfItem>> {
     let rows = sqlx::query(
         "SELECT p.id, p.shop_id, p.title, p.images, rp.pinned_at, \
          (SELECT MIN(price_cents) FROM skus WHERE product_id = p.id), \
-         (SELECT SUM(stock) FROM skus WHERE product_id = p.id) \
+         (SELECT CAST(SUM(stock) AS BIGINT) FROM skus WHERE product_id = p.id) \
          FROM room_products rp JOIN products p ON p.id = rp.product_id \
          WHERE rp.room_id = $1 AND p.status = 'listed' ORDER BY rp.position",
     )
@@ -99,7 +99,7 @@ pub async fn room_commerce(
     CurrentUser(p): CurrentUser,
     ApiPath(room): ApiPath<i64>,
 ) -> ApiResult<Json<RoomCommerce>> {
-    commerce.rooms.access(&p, room).await?;
+    commerce.access(&p, room).await?;
     let now = state.clock.now_millis();
     let shelf = shelf(&state, room).await?;
     let pinned = shelf.iter().find(|s| s.pinned).map(|s| s.product_id);

@@ -20,8 +20,19 @@ impl RoomAccess {
     }
 }
 
+/// A running room's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveCounts {
+    pub live: bool,
+    pub viewers: u32,
+    pub peak: u32,
+    pub likes: u64,
+}
+
 #[async_trait::async_trait]
 pub trait LiveRooms: Send + Sync {
+    /// The counters of `room` if it runs on this node now.
+    async fn counts(&self, room: i64) -> Option<LiveCounts>;
     /// `principal`'s role in `room`; not found when they may not enter it.
     async fn access(&self, principal: &Principal, room: i64) -> Result<RoomAccess, ApiError>;
     /// Announce `event` to everyone in `room`, on every node.

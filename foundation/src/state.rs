@@ -67,6 +67,7 @@ impl AppState {
             bus.clone(),
             policy,
         ));
+        identity.watch_session_ends().await;
         let per_minute =
             NonZeroU32::new(config.login_rate_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let login_limiter = Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute)));

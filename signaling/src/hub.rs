@@ -196,6 +196,14 @@ impl Hub {
         }
     }
 
+    /// The counters of `room` if it runs on this node now (a room is not loaded for this).
+    pub async fn live_counts(&self, room: RoomId) -> Option<task::LiveCounts> {
+        let handle = lock(&self.rooms).get(&room).cloned()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        handle.commands.send(RoomCommand::Counts(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// The role `principal` has in `room`, the room's kind and class (404 when they may not
     /// enter).
     pub async fn member_role(

@@ -10,7 +10,7 @@ use sqlx::Row;
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
-use crate::protocol::{ChatMessage, RoomId, Seq};
+use crate::protocol::{ChatMessage, RoomId, Seq, UserId};
 use crate::words::{WordAction, WordFilter};
 
 /// What kind of room: decides who may create it and what it is for.
@@ -309,6 +309,12 @@ impl RoomStore {
 pub enum ChatWrite {
     Message(RoomId, ChatMessage),
     Removed(RoomId, Seq),
+    /// Watch time (ms) per viewer accrued since the last report, at `at`.
+    Watched {
+        room: RoomId,
+        at: i64,
+        viewers: Vec<(UserId, i64)>,
+    },
 }
 
 /// Starts the batch writer: up to 500 writes per transaction, at least every 100 ms.
@@ -377,6 +383,21 @@ async fn write_batch(db: &Db, batch: &[ChatWrite]) -> Result<(), sqlx::Error> {
                     .bind(i64::try_from(*seq).unwrap_or(i64::MAX))
                     .execute(&mut *tx)
                     .await?;
+            }
+            ChatWrite::Watched { room, at, viewers } => {
+                for (user, ms) in viewers {
+                    sqlx::query(
+                        "INSERT INTO room_viewers (room_id, account_id, watch_ms, first_seen_at, last_seen_at) \
+                         VALUES ($1, $2, $3, $4, $4) ON CONFLICT (room_id, account_id) DO UPDATE SET \
+                         watch_ms = room_viewers.watch_ms + excluded.watch_ms, last_seen_at = excluded.last_seen_at",
+                    )
+                    .bind(*room)
+                    .bind(*user)
+                    .bind(*ms)
+                    .bind(*at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
         }
     }

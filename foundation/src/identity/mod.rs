@@ -155,6 +155,11 @@ pub struct NewAccount {
 /// Accounts, passwords and sessions.
 #[derive(Debug)]
 pub struct Identity {
+    /// Recently authenticated sessions, so a busy client (a flash-sale tap per second) does
+    /// not cost three queries a request. Entries live [`SESSION_CACHE_TTL`] at most and leave
+    /// at once when this node ends the session or hears on the bus that another node did;
+    /// role changes made on another node show within the TTL.
+    sessions: moka::sync::Cache<String, Arc<CachedSession>>,
     db: Db,
     keys: Arc<Keys>,
     hasher: PasswordHasher,
@@ -165,6 +170,15 @@ pub struct Identity {
 }
 
 const SESSION_TOUCH_INTERVAL_MS: i64 = 60_000;
+/// How long an authenticated session is answered from memory.
+pub const SESSION_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Debug)]
+struct CachedSession {
+    principal: Principal,
+    last_seen: i64,
+    expires_at: i64,
+}
 const TOMBSTONE_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
 
 impl Identity {
@@ -178,6 +192,10 @@ impl Identity {
         policy: SessionPolicy,
     ) -> Self {
         Self {
+            sessions: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(SESSION_CACHE_TTL)
+                .build(),
             db,
             keys,
             hasher,
@@ -186,6 +204,28 @@ impl Identity {
             bus,
             policy,
         }
+    }
+
+    /// Forgets cached sessions that end anywhere in the cluster (run once per node).
+    pub async fn watch_session_ends(self: &Arc<Self>) {
+        let mut ends = self.bus.subscribe(SESSION_ENDED_TOPIC).await;
+        let identity = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(message) = ends.recv().await {
+                let Some(identity) = identity.upgrade() else {
+                    break;
+                };
+                match message {
+                    Ok(bytes) => {
+                        if let Ok(end) = serde_json::from_slice::<SessionEnded>(&bytes) {
+                            identity.sessions.invalidate(&end.session_hash);
+                        }
+                    }
+                    // Missed some: drop everything rather than serve an ended session.
+                    Err(_) => identity.sessions.invalidate_all(),
+                }
+            }
+        });
     }
 
     pub fn keys(&self) -> &Keys {
@@ -388,6 +428,12 @@ impl Identity {
         }
         let now = self.clock.now_millis();
         let session_hash = sha256_hex(token.as_bytes());
+        if let Some(cached) = self.sessions.get(&session_hash)
+            && now < cached.expires_at
+            && now - cached.last_seen < SESSION_TOUCH_INTERVAL_MS
+        {
+            return Ok(cached.principal.clone());
+        }
         let row = sqlx::query(
             "SELECT account_id, csrf_token, last_seen_at, expires_at FROM sessions WHERE token_hash = $1",
         )
@@ -409,16 +455,26 @@ impl Identity {
                 "会话已过期，请重新登录",
             ));
         }
+        let mut last_seen = last_seen;
         if now - last_seen >= SESSION_TOUCH_INTERVAL_MS {
             sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
                 .bind(now)
                 .bind(&session_hash)
                 .execute(self.db.pool())
                 .await?;
+            last_seen = now;
         }
         let principal = self
-            .load_principal(account_id, session_hash, csrf_token)
+            .load_principal(account_id, session_hash.clone(), csrf_token)
             .await?;
+        self.sessions.insert(
+            session_hash,
+            Arc::new(CachedSession {
+                principal: principal.clone(),
+                last_seen,
+                expires_at: expires_at.min(last_seen + self.policy.idle_ms),
+            }),
+        );
         Ok(principal)
     }
 
@@ -506,6 +562,7 @@ impl Identity {
     }
 
     async fn announce_end(&self, account_id: i64, session_hash: String, reason: &str) {
+        self.sessions.invalidate(&session_hash);
         let event = SessionEnded {
             account_id,
             session_hash,
@@ -818,6 +875,8 @@ impl Identity {
             )
             .await?;
         tx.commit().await?;
+        // Cached principals carry roles: drop them so the change shows at once here.
+        self.sessions.invalidate_all();
         Ok(())
     }
 

@@ -180,6 +180,13 @@ struct Member {
     role: MemberRole,
 }
 
+/// One person's connections in the room, and since when their watch time is counted.
+#[derive(Debug, Clone, Copy)]
+struct Presence {
+    conns: u32,
+    since: i64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
@@ -201,7 +208,9 @@ pub struct RoomCore {
     media: Option<RoomMedia>,
     conns: HashMap<ConnId, Member>,
     /// Connections per user: a person in two tabs counts once.
-    users: HashMap<UserId, u32>,
+    users: HashMap<UserId, Presence>,
+    /// Watch time accrued while live and not yet drained (per user, ms), for the dashboard.
+    watched: HashMap<UserId, i64>,
     peak: u32,
     likes: u64,
     muted: HashMap<UserId, i64>,
@@ -254,6 +263,7 @@ impl RoomCore {
             media: None,
             conns: HashMap::new(),
             users: HashMap::new(),
+            watched: HashMap::new(),
             peak,
             likes,
             muted: HashMap::new(),
@@ -417,7 +427,13 @@ impl RoomCore {
             )
             .is_none()
         {
-            *self.users.entry(user.id).or_default() += 1;
+            self.users
+                .entry(user.id)
+                .or_insert(Presence {
+                    conns: 0,
+                    since: now,
+                })
+                .conns += 1;
         }
         self.peak = self.peak.max(self.viewers());
         self.stats_dirty = true;
@@ -492,12 +508,16 @@ impl RoomCore {
         };
         self.stats_dirty = true;
         let gone = match self.users.get_mut(&member.user.id) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
+            Some(p) if p.conns > 1 => {
+                p.conns -= 1;
                 false
             }
             _ => {
-                self.users.remove(&member.user.id);
+                if let Some(p) = self.users.remove(&member.user.id)
+                    && self.live
+                {
+                    *self.watched.entry(member.user.id).or_default() += (now - p.since).max(0);
+                }
                 true
             }
         };
@@ -782,6 +802,27 @@ impl RoomCore {
     }
 
     /// Likes taken by this replica's own connections since it was created.
+    /// Adds the time since the last accrual to everyone present (while live).
+    fn accrue_watch(&mut self, now: i64) {
+        for (user, presence) in &mut self.users {
+            if self.live {
+                *self.watched.entry(*user).or_default() += (now - presence.since).max(0);
+            }
+            presence.since = now;
+        }
+    }
+
+    /// Watch time per viewer (ms, the host excluded) accrued here since the last call; the
+    /// task stores it as increments, so several nodes and incarnations add up.
+    pub fn drain_watch(&mut self, now: i64) -> Vec<(UserId, i64)> {
+        self.accrue_watch(now);
+        let host = self.host.as_ref().map(|h| h.id);
+        self.watched
+            .drain()
+            .filter(|(user, ms)| *ms > 0 && Some(*user) != host)
+            .collect()
+    }
+
     pub fn likes_taken_here(&self) -> u64 {
         self.likes_here
     }
@@ -808,6 +849,8 @@ impl RoomCore {
                 }
             }
             RoomEvent::LiveStarted { .. } | RoomEvent::LiveEnded { .. } => {
+                // Watch time counts only while live: settle it before the status flips.
+                self.accrue_watch(now);
                 self.live = matches!(event, RoomEvent::LiveStarted { .. });
                 if origin_here {
                     self.outputs.push_back(Output::LiveChanged {

@@ -760,3 +760,27 @@ fn media_changes_are_system_events_in_the_snapshot_and_not_repeated() {
         RoomEvent::MediaChanged { media: None }
     ));
 }
+
+#[test]
+fn watch_time_counts_viewers_only_while_live() {
+    let mut room = room();
+    join(&mut room, 0, 1, HOST, MemberRole::Host);
+    join(&mut room, 0, 2, 20, MemberRole::Viewer);
+    // Two tabs of one viewer count once.
+    join(&mut room, 500, 3, 20, MemberRole::Viewer);
+    // Before the live starts nothing is watched.
+    assert!(room.drain_watch(1_000).is_empty());
+    send(&mut room, 1_000, 1, ClientMsg::StartLive { room: 7 });
+    join(&mut room, 3_000, 4, 30, MemberRole::Viewer);
+    room.handle(5_000, Input::Leave { conn: 4 });
+    drain(&mut room);
+    let mut watched = room.drain_watch(11_000);
+    watched.sort();
+    // Viewer 20: 1 s → 11 s; viewer 30: 3 s → 5 s; the host is not a viewer.
+    assert_eq!(watched, vec![(20, 10_000), (30, 2_000)]);
+    room.handle(12_000, Input::Leave { conn: 2 });
+    send(&mut room, 21_000, 1, ClientMsg::EndLive { room: 7 });
+    assert_eq!(room.drain_watch(21_000), vec![(20, 10_000)]);
+    // After the end, staying on the page is not watching.
+    assert!(room.drain_watch(60_000).is_empty());
+}

@@ -47,8 +47,19 @@ pub enum RoomCommand {
     Media(Option<crate::protocol::RoomMedia>),
     /// An event of another part of the node (commerce), to number and deliver.
     Announce(crate::protocol::RoomEvent),
+    /// The counters now: viewers, peak, likes (for dashboards).
+    Counts(tokio::sync::oneshot::Sender<LiveCounts>),
     /// Save the totals and stop (graceful shutdown).
     Shutdown,
+}
+
+/// A loaded room's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveCounts {
+    pub live: bool,
+    pub viewers: u32,
+    pub peak: u32,
+    pub likes: u64,
 }
 
 struct Slot {
@@ -188,6 +199,9 @@ pub async fn run(
                     RoomCommand::SetWords(words) => core.set_words(words),
                     RoomCommand::Media(media) => core.handle(now, Input::Media(media)),
                     RoomCommand::Announce(event) => core.handle(now, Input::Announce(event)),
+                    RoomCommand::Counts(reply) => {
+                        let _ = reply.send(LiveCounts { live: core.is_live(), viewers: core.viewers(), peak: core.peak(), likes: core.likes() });
+                    }
                     RoomCommand::Shutdown => break,
                 }
                 flush(&mut core, &mut slots, &record, &deps, cluster.as_ref(), now).await;
@@ -222,6 +236,9 @@ pub async fn run(
                 if ticks.is_multiple_of(100) {
                     save_totals(&core, &record, &deps, &mut likes_saved).await;
                 }
+                if ticks.is_multiple_of(50) {
+                    save_watch(&mut core, &record, &deps, now);
+                }
                 core.handle(now, Input::Tick);
                 flush(&mut core, &mut slots, &record, &deps, cluster.as_ref(), now).await;
                 if slots.is_empty() && !core.is_live() {
@@ -248,6 +265,20 @@ pub async fn run(
         }
     }
     save_totals(&core, &record, &deps, &mut likes_saved).await;
+    save_watch(&mut core, &record, &deps, deps.clock.now_millis());
+}
+
+/// Hands the watch time accrued since the last call to the batch writer (every 5 s, at the end
+/// of a live, and when the room unloads).
+fn save_watch(core: &mut RoomCore, record: &RoomRecord, deps: &RoomDeps, now: i64) {
+    let viewers = core.drain_watch(now);
+    if !viewers.is_empty() {
+        let _ = deps.chat.send(ChatWrite::Watched {
+            room: record.id,
+            at: now,
+            viewers,
+        });
+    }
 }
 
 fn encode(msg: &ServerMsg) -> axum::extract::ws::Utf8Bytes {
@@ -376,6 +407,10 @@ async fn flush(
                 }
             }
             Output::LiveChanged { live, peak, .. } => {
+                if !live {
+                    // The report of the live that just ended needs its watch time.
+                    save_watch(core, record, deps, now);
+                }
                 if let Err(e) = deps.store.set_live(record.id, live, peak, now).await {
                     tracing::error!(room = record.id, error = %e, "could not store the live status");
                 }
