@@ -6,6 +6,7 @@
 # the reserve script, on the same box. Results: target/bench/commerce-*.jsonl and a table.
 #
 #   loadtest/bench-commerce.sh [buyers] [stock] [concurrency]     (defaults: 10000 1000 1000)
+#   MODES="embedded" BASELINES=0 loadtest/bench-commerce.sh      (one mode, no baselines)
 #
 # The server and the generator share both cores (the goal is stated "on 2 cores"); the table
 # gives attempts per wall second and per server CPU-second. Logins happen before the measured
@@ -29,9 +30,11 @@ ensure_build_deps
 ensure_cmd redis-benchmark redis-tools
 ensure_cmd psql postgresql-client
 scripts/test-services.sh >/dev/null
-say "building release binaries"
-scripts/build-web.sh >/dev/null
-cargo build --release --locked -p livecamp -p loadtest 2>&1 | tail -1
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  say "building release binaries"
+  scripts/build-web.sh >/dev/null
+  cargo build --release --locked -p livecamp -p loadtest 2>&1 | tail -1
+fi
 bin=target/release/livecamp
 gen=target/release/loadtest
 
@@ -93,9 +96,11 @@ bench() {
   stop_server
 }
 
-bench embedded
-bench distributed
+for mode in ${MODES:-embedded distributed}; do
+  bench "$mode"
+done
 
+if [ "${BASELINES:-1}" = 1 ]; then
 say "naive PostgreSQL baseline: SELECT … FOR UPDATE per attempt"
 naive_db="livecamp_naive_$(date +%s)"
 psql -q -h 127.0.0.1 -U postgres -c "CREATE DATABASE $naive_db" postgres
@@ -110,6 +115,7 @@ eval_rps=$(redis-benchmark -q -n 200000 -c 50 EVAL "$script" 2 bench:stock bench
   | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
 redis-cli DEL bench:stock bench:taken >/dev/null
 echo "{\"mode\":\"redis-benchmark\",\"benchmark\":\"eval-reserve\",\"attempts_per_second\":$eval_rps}" | tee -a "$results"
+fi
 
 python3 - "$results" <<'PY'
 import json, sys

@@ -420,7 +420,7 @@ async fn require_insight(commerce: &Commerce, p: &Principal, room: i64) -> ApiRe
     } else {
         Err(ApiError::with_message(
             ErrorCode::Forbidden,
-            "只有主播、本班讲师和主管部门可以查看数据看板",
+            "只有主播、本班讲师和主管部门可以查看直播数据与复盘",
         ))
     }
 }

@@ -17,6 +17,8 @@ use foundation::{ApiError, ApiResult, AppState, ErrorCode};
 use serde::{Deserialize, Serialize};
 use signaling::protocol::{CommerceEvent, FlashSaleCard};
 use sqlx::Row;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
 
 use crate::Commerce;
@@ -403,7 +405,7 @@ pub async fn order_flash_sale(
     }
 }
 
-enum WriteError {
+pub(crate) enum WriteError {
     /// The idempotency key raced in from another request.
     Duplicate,
     /// The database's own check: never more than the sale's stock.
@@ -421,50 +423,142 @@ impl From<sqlx::Error> for WriteError {
     }
 }
 
-async fn write_order(
-    commerce: &Commerce,
-    sale: &crate::CachedSale,
-    p: &foundation::identity::Principal,
+/// One winner's order, waiting for the next group commit.
+pub(crate) struct FlashWrite {
+    sale: Arc<crate::CachedSale>,
+    buyer: i64,
     quantity: i64,
-    address: &str,
-    key: &str,
+    address: String,
+    key: String,
     now: i64,
+    reply: oneshot::Sender<Result<i64, WriteError>>,
+}
+
+/// Most orders in one transaction.
+const GROUP_COMMIT_MAX: usize = 256;
+
+/// Writes winners' orders in group commits: whatever is waiting when a transaction starts goes
+/// into it (up to [`GROUP_COMMIT_MAX`]), each order in a savepoint of its own, so one fsync
+/// makes a whole burst durable and one failing order does not fail the others. Every order is
+/// answered only after its transaction committed.
+pub(crate) fn start_writer(db: foundation::db::Db) -> mpsc::Sender<FlashWrite> {
+    let (tx, mut rx) = mpsc::channel::<FlashWrite>(4096);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+        while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+            let results = commit_group(&db, &batch).await;
+            for (write, result) in batch.drain(..).zip(results) {
+                let _ = write.reply.send(result);
+            }
+        }
+    });
+    tx
+}
+
+async fn commit_group(
+    db: &foundation::db::Db,
+    batch: &[FlashWrite],
+) -> Vec<Result<i64, WriteError>> {
+    let failed = |e: &sqlx::Error| -> Vec<Result<i64, WriteError>> {
+        tracing::warn!(error = %e, orders = batch.len(), "flash-sale group commit failed");
+        batch
+            .iter()
+            .map(|_| Err(WriteError::Api(ApiError::new(ErrorCode::Unavailable))))
+            .collect()
+    };
+    let mut tx = match db.begin_write().await {
+        Ok(tx) => tx,
+        Err(e) => return failed(&e),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for write in batch {
+        let outcome = match sqlx::Acquire::begin(&mut tx).await {
+            Ok(mut savepoint) => match write_one(&mut savepoint, write).await {
+                Ok(id) => savepoint
+                    .commit()
+                    .await
+                    .map(|()| id)
+                    .map_err(WriteError::from),
+                Err(e) => {
+                    let _ = savepoint.rollback().await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(WriteError::from(e)),
+        };
+        results.push(outcome);
+    }
+    if let Err(e) = tx.commit().await {
+        return failed(&e);
+    }
+    results
+}
+
+async fn write_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    write: &FlashWrite,
 ) -> Result<i64, WriteError> {
-    let state = &commerce.app;
-    let mut tx = state.db.begin_write().await?;
+    let sale = &write.sale.view;
     let taken = sqlx::query("UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock AND status = 'running'")
-        .bind(quantity)
-        .bind(sale.view.id)
-        .execute(&mut *tx)
+        .bind(write.quantity)
+        .bind(sale.id)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
     if taken == 0 {
         return Err(WriteError::SoldOut);
     }
     sqlx::query("UPDATE skus SET sold = sold + $1 WHERE id = $2")
-        .bind(quantity)
-        .bind(sale.view.sku_id)
-        .execute(&mut *tx)
+        .bind(write.quantity)
+        .bind(sale.sku_id)
+        .execute(&mut **tx)
         .await?;
     let new = NewOrder {
-        buyer: p.account_id,
-        shop_id: sale.view.shop_id,
-        sku_id: sale.view.sku_id,
-        room_id: Some(sale.view.room_id),
-        flash_sale_id: Some(sale.view.id),
+        buyer: write.buyer,
+        shop_id: sale.shop_id,
+        sku_id: sale.sku_id,
+        room_id: Some(sale.room_id),
+        flash_sale_id: Some(sale.id),
         coupon_claim_id: None,
-        product_title: &sale.view.title,
-        sku_spec: &sale.view.spec,
-        quantity,
-        unit_price_cents: sale.view.price_cents,
+        product_title: &sale.title,
+        sku_spec: &sale.spec,
+        quantity: write.quantity,
+        unit_price_cents: sale.price_cents,
         discount_cents: 0,
-        address,
-        pay_deadline: now + sale.view.pay_seconds * 1000,
-        idempotency_key: Some(key),
+        address: &write.address,
+        pay_deadline: write.now + sale.pay_seconds * 1000,
+        idempotency_key: Some(&write.key),
     };
-    let id = orders::insert_order(&mut tx, &new, now).await?;
-    tx.commit().await?;
-    Ok(id)
+    Ok(orders::insert_order(tx, &new, write.now).await?)
+}
+
+/// Queues a winner's order for the next group commit and waits for it.
+async fn write_order(
+    commerce: &Commerce,
+    sale: &Arc<crate::CachedSale>,
+    p: &foundation::identity::Principal,
+    quantity: i64,
+    address: &str,
+    key: &str,
+    now: i64,
+) -> Result<i64, WriteError> {
+    let (reply, answer) = oneshot::channel();
+    let write = FlashWrite {
+        sale: sale.clone(),
+        buyer: p.account_id,
+        quantity,
+        address: address.to_owned(),
+        key: key.to_owned(),
+        now,
+        reply,
+    };
+    let unavailable = || WriteError::Api(ApiError::new(ErrorCode::Unavailable));
+    commerce
+        .flash_writer
+        .send(write)
+        .await
+        .map_err(|_| unavailable())?;
+    answer.await.map_err(|_| unavailable())?
 }
 
 /// Closes sales that are over and have no unpaid order left: the unsold units go back to the

@@ -60,6 +60,8 @@ pub struct Inner {
     pub(crate) sales: Arc<dyn SaleGates>,
     pub(crate) packets: Arc<dyn PacketGates>,
     pub(crate) notices: notices::Notices,
+    /// Group commits of flash-sale winners' orders.
+    pub(crate) flash_writer: tokio::sync::mpsc::Sender<flash_sales::FlashWrite>,
     sale_cache: Mutex<HashMap<i64, Arc<CachedSale>>>,
     /// Who someone is in a room, for [`ACCESS_TTL`]: a flash sale asks it on every tap.
     access_cache: moka::sync::Cache<(i64, i64), RoomAccess>,
@@ -122,6 +124,7 @@ impl Commerce {
         let commerce = Commerce(Arc::new(Inner {
             app: app.clone(),
             notices: notices::Notices::start(rooms.clone()),
+            flash_writer: flash_sales::start_writer(app.db.clone()),
             rooms,
             sales,
             packets,

@@ -217,7 +217,7 @@ pub(crate) struct NewOrder<'a> {
 
 /// Inserts the order and its first event; a repeated idempotency key is a unique violation.
 pub(crate) async fn insert_order(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     order: &NewOrder<'_>,
     now: i64,
 ) -> Result<i64, sqlx::Error> {
@@ -265,7 +265,7 @@ pub(crate) async fn insert_order(
 
 #[allow(clippy::too_many_arguments)]
 async fn order_event(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     order: i64,
     from: Option<OrderStatus>,
     to: OrderStatus,

@@ -200,9 +200,33 @@ pub async fn run(args: CommerceArgs) -> Res<()> {
         }
     };
 
+    // Buyers wait in the room for the countdown, as in a real sale: each has loaded what the
+    // room sells (which also warms the server's session and room-access caches).
+    let waiting = tokens.iter().map(|token| {
+        let http = &http;
+        let url = format!("{base}/api/v1/rooms/{room}/commerce");
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let warmed = futures::stream::iter(waiting)
+        .buffer_unordered(args.login_concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    anyhow::ensure!(
+        warmed.iter().all(|s| matches!(s, Ok(200))),
+        "a buyer could not load the room"
+    );
+
     let latencies = Arc::new(Latencies::with_bucket_us(100));
     let cpu_before = proc_stats::cpu_seconds(args.server_pid)?;
     let measured = Instant::now();
+    // Keys are unique per run: a key from an earlier run names another request (422).
+    let run = crate::hub::now_micros();
     let attempts = tokens.iter().enumerate().map(|(i, token)| {
         let (http, path, latencies) = (&http, &path, latencies.clone());
         async move {
@@ -210,7 +234,7 @@ pub async fn run(args: CommerceArgs) -> Res<()> {
             let result = http
                 .post(path.as_str())
                 .bearer_auth(token)
-                .header("Idempotency-Key", format!("bench-{i}"))
+                .header("Idempotency-Key", format!("bench-{run}-{i}"))
                 .send()
                 .await;
             let outcome = match result {

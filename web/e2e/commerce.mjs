@@ -6,7 +6,9 @@
 // and the viewer grabs it (抢到了 → pays); the host sends a red packet and the viewer grabs an
 // amount; the host launches a lucky bag, the viewer sends the keyword from the card and sees
 // the draw with the revealed seed checked against the commitment; the merchant ships the order
-// in 店铺订单 and the buyer confirms receipt.
+// in 店铺订单 and the buyer confirms receipt. The host's 数据看板 tab shows the two paid orders and
+// the GMV; the host ends the live and reads its 直播复盘 (numbers, charts, diagnosis), also from the
+// rooms list; instructor01 sees the session in the class's 直播数据 table, sorts it and opens it.
 //
 //   DEMO_PASSWORD=... [BASE_URL=http://127.0.0.1:18080] [SCREENSHOT_DIR=...] [CHROMIUM=/usr/bin/chromium] node commerce.mjs
 //
@@ -350,12 +352,101 @@ test('live commerce: shop, cart and 讲解中, coupon, buy and pay, flash sale, 
     await detail.getByTestId('order-event').filter({ hasText: '确认收货' }).waitFor()
     await screen(buyer, 'commerce-order-detail-phone.png')
 
+    // ---- 数据看板: the host's live numbers show both paid orders (¥34.90 + ¥19.90), the product
+    // in the sales ranking and the tools' results; it refreshes every 2 s.
+    await tools.getByTestId('tool-tab-dash').click()
+    const dash = tools.getByTestId('dashboard')
+    await dash.scrollIntoViewIfNeeded()
+    await dash.and(host.locator('[data-live="true"]')).waitFor()
+    await dash.getByTestId('kpi-gmv').filter({ hasText: '¥54.80' }).waitFor()
+    await dash.getByTestId('kpi-orders').filter({ hasText: /^\s*订单 \/ 已付款\s*2 \/ 2/ }).waitFor()
+    assert.ok(Number(await dash.getByTestId('kpi-unique').getAttribute('data-value')) >= 1, 'trainee02 watched')
+    assert.ok(Number(await dash.getByTestId('kpi-conversion').getAttribute('data-value')) > 0, 'a viewer bought')
+    await dash.getByTestId('product-sales-row').filter({ hasText: productTitle }).filter({ hasText: '2 件' }).waitFor()
+    await dash.getByTestId('result-flash-sale').filter({ hasText: '售出 1/5' }).waitFor()
+    assert.match(await dash.getByTestId('result-packets').innerText(), /发出 1 个，共 ¥6\.66/)
+    assert.match(await dash.getByTestId('result-coupons').innerText(), /领取 1 张，下单使用 1 张/)
+    assert.ok(Number(await dash.getByTestId('chart-gmv').getAttribute('data-max')) >= 1990, 'the GMV chart has a bar')
+    const at0 = Number(await dash.getAttribute('data-at'))
+    await host.waitForFunction(
+      (at) => Number(document.querySelector('[data-testid="dashboard"]')?.getAttribute('data-at')) > at,
+      at0,
+      { timeout: 8000 },
+    )
+    await shot(host, 'dashboard-host-pc.png')
+
     // End the live.
     await host.getByTestId('end-live').click()
     await host.getByTestId('end-live-confirm').click()
     await host.getByTestId('live-status').filter({ hasText: '已结束' }).waitFor()
+    // Refreshed while on the screen: scrolled back to it, it shows the final numbers.
+    await dash.scrollIntoViewIfNeeded()
+    await dash.getByTestId('dashboard-report-link').waitFor()
 
     for (const p of [host, viewer, merchant, buyer]) p.assertClean()
+
+    // ---- 直播复盘: from the room page; written a few seconds after the end (the page waits).
+    const roomId = Number(roomPath.split('/').pop())
+    await host.getByTestId('report-cta').getByTestId('report-link').click()
+    await host.getByTestId('page-report').waitFor()
+    assert.equal(new URL(host.url()).pathname, `${roomPath}/reports`)
+    const diagnosis = host.getByTestId('diagnosis')
+    await diagnosis.waitFor({ timeout: 30000 })
+    await host.getByTestId('report-title').filter({ hasText: roomTitle }).waitFor()
+    const diagItems = diagnosis.locator('[data-testid^="diagnosis-"] li')
+    assert.ok((await diagItems.count()) >= 1, 'the diagnosis names at least one point')
+    await host.getByTestId('kpi-gmv').filter({ hasText: '¥54.80' }).waitFor()
+    await host.getByTestId('product-sales-row').filter({ hasText: productTitle }).waitFor()
+    assert.ok(Number(await host.getByTestId('report-chart-orders').getAttribute('data-max')) >= 1)
+    assert.ok(Number(await host.getByTestId('report-chart-comments').getAttribute('data-max')) >= 1, 'the keyword was a comment')
+    assert.equal(await host.getByTestId('report-pending').count(), 0)
+    await shot(host, 'report-pc.png')
+    await host.setViewportSize(VIEWPORTS.phone.viewport)
+    await host.getByTestId('diagnosis').waitFor()
+    await shot(host, 'report-phone.png')
+    await host.setViewportSize(VIEWPORTS.pc.viewport)
+
+    // The rooms list leads the host to the same report.
+    await host.goto('/rooms')
+    await host.getByTestId('page-rooms').waitFor()
+    const cell = host.locator('.room-cell').filter({ has: host.getByTestId('room-card').filter({ hasText: roomTitle }) })
+    await cell.getByTestId('room-report-link').click()
+    await host.getByTestId('page-report').waitFor()
+    await host.getByTestId('diagnosis').waitFor()
+    const room = await host.evaluate(async (id) => (await fetch(`/api/v1/rooms/${id}`)).json(), roomId)
+    host.assertClean()
+
+    // ---- instructor01 (own browser): the class's sessions side by side, sortable, with the report.
+    const teacherCtx = await newContext('pc')
+    try {
+      const teacher = await newPage(teacherCtx)
+      await login(teacher, 'instructor01')
+      await teacher.getByTestId('page-instructor-home').waitFor()
+      await teacher.getByTestId('class-card').filter({ hasText: room.class.name }).first().click()
+      await teacher.getByTestId('page-class-detail').waitFor()
+      const table = teacher.getByTestId('class-reports-table')
+      await table.waitFor()
+      const row = table.getByTestId('class-report-row').filter({ hasText: roomTitle })
+      await row.waitFor()
+      assert.match(await row.innerText(), /¥54\.80/)
+      assert.match(await row.innerText(), /2/)
+      // Sorted by GMV, the biggest first.
+      await table.getByTestId('sort-gmv').click()
+      await table.locator('th[aria-sort="descending"]').filter({ hasText: 'GMV' }).waitFor()
+      const gmvs = (await table.getByTestId('class-report-gmv').allInnerTexts()).map(cents)
+      assert.deepEqual(gmvs, gmvs.slice().sort((a, b) => b - a), `GMV column sorted: ${gmvs}`)
+      await table.getByTestId('sort-gmv').click()
+      await table.locator('th[aria-sort="ascending"]').filter({ hasText: 'GMV' }).waitFor()
+      await table.getByTestId('sort-started').click()
+      await shot(teacher, 'class-reports-pc.png')
+      await row.getByTestId('class-report-open').click()
+      await teacher.getByTestId('page-report').waitFor()
+      await teacher.getByTestId('report-title').filter({ hasText: roomTitle }).waitFor()
+      await teacher.getByTestId('diagnosis').waitFor()
+      teacher.assertClean()
+    } finally {
+      await teacherCtx.close()
+    }
   } finally {
     await hostCtx.close()
     await viewerCtx.close()

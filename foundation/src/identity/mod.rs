@@ -412,8 +412,17 @@ impl Identity {
             self.announce_end(account_id, old, "replaced").await;
         }
         let principal = self
-            .load_principal(account_id, session_hash, csrf_token)
+            .load_principal(account_id, session_hash.clone(), csrf_token)
             .await?;
+        // The client's next requests follow at once: answer them from memory.
+        self.sessions.insert(
+            session_hash,
+            Arc::new(CachedSession {
+                principal: principal.clone(),
+                last_seen: now,
+                expires_at: (now + self.policy.max_ms).min(now + self.policy.idle_ms),
+            }),
+        );
         Ok(LoginSuccess { token, principal })
     }
 

@@ -74,6 +74,13 @@ const routes: RouteRecordRaw[] = [
     meta: { shell: true, immersive: true, title: t.live.title },
   },
   {
+    path: '/rooms/:id(\\d+)/reports',
+    name: 'room-reports',
+    component: () => import('./pages/RoomReports.vue'),
+    props: true,
+    meta: { shell: true, title: t.insight.report.title },
+  },
+  {
     path: '/shop',
     name: 'shop',
     component: () => import('./pages/shop/ShopPage.vue'),
