@@ -7,8 +7,8 @@
 //! (in-process or Redis, chosen at start-up), the storage and the HTTP routes, one module per
 //! tool. The live room is reached through the [`LiveRooms`] trait; events go out as the hub's
 //! `commerce` room events; `script/` drafts live scripts through an OpenAI-compatible endpoint or
-//! a built-in template. Not built yet (issue 5 stays open): dashboards and reports, buyer bots,
-//! short videos.
+//! a built-in template; `dashboard` computes the live numbers and writes each session's report.
+//! Not built yet (issue 5 stays open): buyer bots, short videos.
 
 pub mod core;
 

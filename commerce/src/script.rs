@@ -41,7 +41,7 @@ const MAX_ACTIVITIES: usize = 20;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateScript {
-    /// The room the show is for (its title becomes the theme); you must host it.
+    /// The room the show is for (its title becomes the theme); you must run its selling tools (its host, or an instructor of a live class).
     pub room_id: Option<i64>,
     /// Products of your own shop, in the order they are explained (1–20).
     pub product_ids: Vec<i64>,
@@ -105,7 +105,7 @@ pub struct SaveScript {
     pub generator: String,
     /// The model of an llm script.
     pub model: Option<String>,
-    /// The room the script is for; you must host it.
+    /// The room the script is for; you must run its selling tools (its host, or an instructor of a live class).
     pub room_id: Option<i64>,
 }
 
