@@ -87,6 +87,12 @@ const routes: RouteRecordRaw[] = [
     meta: { role: 'trainee', shell: true, title: t.shop.title },
   },
   {
+    path: '/scripts',
+    name: 'live-scripts',
+    component: () => import('./pages/scripts/LiveScriptPage.vue'),
+    meta: { role: 'trainee', shell: true, title: t.liveScript.title },
+  },
+  {
     path: '/orders',
     name: 'orders',
     component: () => import('./pages/orders/OrdersPage.vue'),

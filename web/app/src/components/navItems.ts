@@ -44,6 +44,7 @@ export function navFor(role: Role | null): NavItem[] {
   if (role === 'trainee') {
     items.push(
       { key: 'shop', label: t.nav.trainee.shop, to: '/shop', icon: 'shop' },
+      { key: 'scripts', label: t.nav.trainee.scripts, to: '/scripts', icon: 'task' },
       { key: 'orders', label: t.nav.trainee.orders, to: '/orders', icon: 'order' },
     )
   }
