@@ -14,95 +14,15 @@
 //
 // Prints "N passed, N failed" last; exits non-zero on any failure.
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { chromium } from 'playwright-core'
 
-const here = path.dirname(fileURLToPath(import.meta.url))
-const BASE_URL = (process.env.BASE_URL || 'http://127.0.0.1:18080').replace(/\/+$/, '')
-const DEMO_PASSWORD = process.env.DEMO_PASSWORD
-const SCREENSHOT_DIR = process.env.SCREENSHOT_DIR
-  ? path.resolve(process.env.SCREENSHOT_DIR)
-  : path.resolve(here, '../../target/screenshots')
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
-const TIMEOUT = Number(process.env.E2E_TIMEOUT_MS || 15000)
-
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-]
-
-const VIEWPORTS = {
-  pc: { viewport: { width: 1366, height: 768 } },
-  phone: {
-    viewport: { width: 390, height: 844 },
-    deviceScaleFactor: 2,
-    isMobile: true,
-    hasTouch: true,
-    userAgent:
-      'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36',
-  },
-}
+import { SCREENSHOT_DIR, VIEWPORTS, login, newContext, newPage, run, shot, test } from './harness.mjs'
 
 /** ¥1,234.56 → 123456 */
 const cents = (text) => {
   const m = /¥([\d,]+)\.(\d\d)/.exec(text)
   assert.ok(m, `an amount in: ${text}`)
   return Number(m[1].replaceAll(',', '')) * 100 + Number(m[2])
-}
-
-// ---------------------------------------------------------------- tiny runner
-const tests = []
-const test = (name, fn) => tests.push({ name, fn })
-
-// ---------------------------------------------------------------- helpers
-let browser
-
-async function newContext(kind) {
-  const ctx = await browser.newContext({
-    ...VIEWPORTS[kind],
-    baseURL: BASE_URL,
-    locale: 'zh-CN',
-    timezoneId: 'Asia/Shanghai',
-  })
-  ctx.setDefaultTimeout(TIMEOUT)
-  return ctx
-}
-
-async function newPage(ctx) {
-  const page = await ctx.newPage()
-  const errors = []
-  page.on('pageerror', (e) => errors.push(String(e)))
-  page.assertClean = () => assert.deepEqual(errors, [], `uncaught errors in the page: ${errors.join('; ')}`)
-  return page
-}
-
-async function login(page, username) {
-  await page.goto('/login')
-  await page.getByTestId('page-login').waitFor()
-  await page.getByTestId('login-username').fill(username)
-  await page.getByTestId('login-password').fill(DEMO_PASSWORD)
-  await page.getByTestId('login-submit').click()
-  await page.waitForURL((u) => !u.pathname.startsWith('/login'))
-}
-
-async function shot(page, name) {
-  await page.evaluate(() => document.fonts?.ready)
-  // From the top: a full-page capture of a scrolled page repeats the sticky top bar mid-page.
-  await page.evaluate(() => window.scrollTo(0, 0))
-  await page.screenshot({
-    path: path.join(SCREENSHOT_DIR, name),
-    fullPage: true,
-    animations: 'disabled',
-    style: '[data-testid="tabbar"] { position: static !important; }',
-  })
 }
 
 /** A screenshot of what is on the screen now (dialogs and the phone's fixed layout as seen). */
@@ -473,50 +393,4 @@ test('shop page on a phone and the orders page for a trainee without a shop', as
   }
 })
 
-// ---------------------------------------------------------------- main
-async function main() {
-  if (!DEMO_PASSWORD) {
-    console.error('DEMO_PASSWORD is required (the password of the demo accounts).')
-    console.log('0 passed, 1 failed')
-    process.exit(2)
-  }
-  if (!fs.existsSync(CHROMIUM)) {
-    console.error(`Chromium not found at ${CHROMIUM} (set CHROMIUM, or apt-get install chromium).`)
-    console.log('0 passed, 1 failed')
-    process.exit(2)
-  }
-  fs.mkdirSync(SCREENSHOT_DIR, { recursive: true })
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS })
-
-  console.log(`# ${BASE_URL} · ${CHROMIUM} ${browser.version()} · screenshots in ${SCREENSHOT_DIR}`)
-  let passed = 0
-  let failed = 0
-  for (const { name, fn } of tests) {
-    const t0 = Date.now()
-    try {
-      await fn()
-      passed++
-      console.log(`ok - ${name} (${Date.now() - t0} ms)`)
-    } catch (e) {
-      failed++
-      console.log(`not ok - ${name} (${Date.now() - t0} ms)`)
-      console.log(
-        String(e?.stack || e)
-          .split('\n')
-          .slice(0, 8)
-          .map((l) => `    ${l}`)
-          .join('\n'),
-      )
-    }
-  }
-  await browser.close()
-  console.log(`${passed} passed, ${failed} failed`)
-  process.exit(failed ? 1 : 0)
-}
-
-main().catch(async (e) => {
-  console.error(e)
-  await browser?.close().catch(() => {})
-  console.log('0 passed, 1 failed')
-  process.exit(1)
-})
+run()

@@ -9,42 +9,9 @@
 //
 // Prints "N passed, N failed" last; exits non-zero on any failure.
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { chromium } from 'playwright-core'
 
-const here = path.dirname(fileURLToPath(import.meta.url))
-const BASE_URL = (process.env.BASE_URL || 'http://127.0.0.1:18080').replace(/\/+$/, '')
-const DEMO_PASSWORD = process.env.DEMO_PASSWORD
-const SCREENSHOT_DIR = process.env.SCREENSHOT_DIR
-  ? path.resolve(process.env.SCREENSHOT_DIR)
-  : path.resolve(here, '../../target/screenshots')
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
-const TIMEOUT = Number(process.env.E2E_TIMEOUT_MS || 15000)
-
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-]
-
-const VIEWPORTS = {
-  pc: { viewport: { width: 1366, height: 768 } },
-  phone: {
-    viewport: { width: 390, height: 844 },
-    deviceScaleFactor: 2,
-    isMobile: true,
-    hasTouch: true,
-    userAgent:
-      'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36',
-  },
-}
+import { BASE_URL, DEMO_PASSWORD, SCREENSHOT_DIR, newContext, newPage, run, test } from './harness.mjs'
 
 const MASKED_ID = /\d{4}\*{10}[\dX]{4}/
 
@@ -115,33 +82,6 @@ const ACCOUNTS = [
     },
   },
 ]
-
-// ---------------------------------------------------------------- tiny runner
-const tests = []
-const test = (name, fn) => tests.push({ name, fn })
-
-// ---------------------------------------------------------------- helpers
-let browser
-
-async function newContext(kind) {
-  const ctx = await browser.newContext({
-    ...VIEWPORTS[kind],
-    baseURL: BASE_URL,
-    locale: 'zh-CN',
-    timezoneId: 'Asia/Shanghai',
-  })
-  ctx.setDefaultTimeout(TIMEOUT)
-  return ctx
-}
-
-/** A page that records uncaught script errors; `assertClean` fails on any. */
-async function newPage(ctx) {
-  const page = await ctx.newPage()
-  const errors = []
-  page.on('pageerror', (e) => errors.push(String(e)))
-  page.assertClean = () => assert.deepEqual(errors, [], `uncaught errors in the page: ${errors.join('; ')}`)
-  return page
-}
 
 async function login(page, username, password) {
   await page.goto('/login')
@@ -548,57 +488,4 @@ test('rooms list for a supervisor: no create button; admin edits the sensitive w
   }
 })
 
-// ---------------------------------------------------------------- main
-async function main() {
-  if (!DEMO_PASSWORD) {
-    console.error('DEMO_PASSWORD is required (the password of the demo accounts).')
-    console.log('0 passed, 1 failed')
-    process.exit(2)
-  }
-  if (!fs.existsSync(CHROMIUM)) {
-    console.error(`Chromium not found at ${CHROMIUM} (set CHROMIUM, or apt-get install chromium).`)
-    console.log('0 passed, 1 failed')
-    process.exit(2)
-  }
-  fs.mkdirSync(SCREENSHOT_DIR, { recursive: true })
-
-  // launch() gives every run a fresh temporary profile (user-data-dir) that
-  // Playwright deletes on close; contexts inside it are isolated like incognito.
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-  })
-
-  console.log(`# ${BASE_URL} · ${CHROMIUM} ${browser.version()} · screenshots in ${SCREENSHOT_DIR}`)
-  let passed = 0
-  let failed = 0
-  for (const { name, fn } of tests) {
-    const t0 = Date.now()
-    try {
-      await fn()
-      passed++
-      console.log(`ok - ${name} (${Date.now() - t0} ms)`)
-    } catch (e) {
-      failed++
-      console.log(`not ok - ${name} (${Date.now() - t0} ms)`)
-      console.log(
-        String(e?.stack || e)
-          .split('\n')
-          .slice(0, 8)
-          .map((l) => `    ${l}`)
-          .join('\n'),
-      )
-    }
-  }
-  await browser.close()
-  console.log(`${passed} passed, ${failed} failed`)
-  process.exit(failed ? 1 : 0)
-}
-
-main().catch(async (e) => {
-  console.error(e)
-  await browser?.close().catch(() => {})
-  console.log('0 passed, 1 failed')
-  process.exit(1)
-})
+run()
