@@ -7,6 +7,7 @@
 #
 #   loadtest/bench-commerce.sh [buyers] [stock] [concurrency]     (defaults: 10000 1000 1000)
 #   MODES="embedded" BASELINES=0 loadtest/bench-commerce.sh      (one mode, no baselines)
+#   PROFILE=1 SKIP_BUILD=1 MODES=embedded BASELINES=0 loadtest/bench-commerce.sh   (perf of the burst)
 #
 # The server and the generator share both cores (the goal is stated "on 2 cores"); the table
 # gives attempts per wall second and per server CPU-second. Logins happen before the measured
@@ -58,7 +59,7 @@ stop_server() {
 trap stop_server EXIT
 
 common_env() {
-  export LIVECAMP_DEMO_PASSWORD=$password LIVECAMP_LOG_LEVEL=warn LIVECAMP_LOGIN_RATE_PER_MINUTE=1000000 \
+  export LIVECAMP_DEMO_PASSWORD=$password LIVECAMP_LOG_LEVEL=${LOG_LEVEL:-warn} LIVECAMP_LOGIN_RATE_PER_MINUTE=1000000 \
     LIVECAMP_ARGON2_MEMORY_KIB=1024 LIVECAMP_ARGON2_ITERATIONS=1 LIVECAMP_MEDIA_LISTEN=127.0.0.1:0 \
     LIVECAMP_DATABASE_MAX_CONNECTIONS=${DB_CONNECTIONS:-32}
 }
@@ -89,8 +90,13 @@ bench() {
   wait_port "$port"
   for tool in flash-sale red-packet; do
     say "$mode: $tool, $buyers buyers on $stock"
+    # PROFILE=1: perf records the server during the burst alone (target/bench/perf-*.data).
+    local hook=()
+    if [ "${PROFILE:-0}" = 1 ]; then
+      hook=(--before-burst "perf record -F 2999 -g -p $server_pid -o $out/perf-$mode-$tool.data -- sleep ${PROFILE_SECONDS:-3} >/dev/null 2>&1 & sleep 0.5")
+    fi
     "$gen" commerce --base "http://127.0.0.1:$port" --server-pid "$server_pid" --password "$password" \
-      --tool "$tool" --buyers "$buyers" --stock "$stock" --concurrency "$concurrency" \
+      --tool "$tool" --buyers "$buyers" --stock "$stock" --concurrency "$concurrency" "${hook[@]}" \
       | sed "s/^{/{\"mode\":\"$mode\",/" | tee -a "$results"
   done
   stop_server

@@ -39,6 +39,8 @@ say "commerce: shop, live-room selling tools, orders"
   SCREENSHOT_DIR="$PWD/../../target/screenshots" node commerce.mjs) \
   || { tail -50 "$log"; die "commerce browser test failed"; }
 (cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" SCREENSHOT_DIR="$PWD/../../target/screenshots" node live-script.mjs) || { tail -50 "$log"; die "live script browser test failed"; }
+say "short videos: upload, transcoding, playing in the shop and the room"
+(cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" SCREENSHOT_DIR="$PWD/../../target/screenshots" node short-videos.mjs) || { tail -50 "$log"; die "short videos browser test failed"; }
 say "media interop: aiortc publishes by WHIP and plays by WHEP"
 venv=target/venv-interop
 if [ ! -x "$venv/bin/python" ]; then

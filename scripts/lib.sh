@@ -35,9 +35,9 @@ ensure_cmd() {
 }
 
 # What building livecamp needs besides Rust: a C toolchain, and FFmpeg's libraries and headers
-# (replay packaging, through ffmpeg-next; bindgen needs libclang).
+# (replay packaging and short-video transcoding, through ffmpeg-next; bindgen needs libclang).
 ensure_build_deps() {
-  ensure_debs build-essential pkg-config clang libclang-dev libavformat-dev libavcodec-dev libavutil-dev libssl-dev
+  ensure_debs build-essential pkg-config clang libclang-dev libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libswresample-dev libssl-dev
 }
 
 require_tools() {

@@ -11,6 +11,9 @@ ensure_cmd psql postgresql-client
 ensure_cmd redis-cli redis-tools
 ensure_cmd curl curl
 ensure_cmd python3 python3
+# The transcoding tests make their clips with the ffmpeg CLI and check them with ffprobe.
+ensure_cmd ffprobe ffmpeg
+ensure_cmd ffmpeg ffmpeg
 scripts/test-services.sh
 scripts/build-web.sh
 say "cargo fmt --check"

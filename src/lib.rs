@@ -15,6 +15,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 mod commerce_rooms;
+mod commerce_videos;
 mod media_access;
 
 /// The long-running parts of a node that routers share.
@@ -39,9 +40,12 @@ impl Services {
         .await?;
         tokio::spawn(media_access::announce(media.events(), hub.clone()));
         let replays = media::Replays::start(state, media.events()).await?;
-        let commerce =
-            commerce::Commerce::start(state, Arc::new(commerce_rooms::HubRooms(hub.clone())))
-                .await?;
+        let commerce = commerce::Commerce::start(
+            state,
+            Arc::new(commerce_rooms::HubRooms(hub.clone())),
+            Arc::new(commerce_videos::FfmpegTranscoder),
+        )
+        .await?;
         Ok(Self {
             hub,
             media,
@@ -128,6 +132,7 @@ pub async fn serve(
     let db = state.db.clone();
     let services = Services::start(&state).await?;
     let hub = services.hub.clone();
+    let commerce = services.commerce.clone();
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
         listener,
@@ -136,8 +141,10 @@ pub async fn serve(
     .with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
-        // WebSockets would hold the shutdown open: tell their clients to reconnect elsewhere,
-        // and let the rooms save their counters.
+        // Buyer bots leave first (their crowds resume at the next start), then WebSockets, which
+        // would hold the shutdown open, are told to reconnect elsewhere, and the rooms save
+        // their counters.
+        commerce.shutdown(Duration::from_secs(2)).await;
         hub.shutdown(Duration::from_secs(2)).await;
         let _ = stopped_tx.send(());
     });

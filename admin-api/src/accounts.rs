@@ -72,7 +72,8 @@ fn like_pattern(q: &str) -> String {
 
 /// Scope ($1 all, $2 institution) and search: part of the username or name ($3), or a complete
 /// phone ($4) or ID number ($5), found through their keyed hashes since both are encrypted.
-const ACCOUNT_FILTER: &str = "($1 = 1 OR a.institution_id = $2) AND (LOWER(a.username) LIKE $3 ESCAPE '\\' \
+/// Buyer bots (commerce's simulated traffic) are no people to administer: never listed.
+const ACCOUNT_FILTER: &str = "a.is_bot = 0 AND ($1 = 1 OR a.institution_id = $2) AND (LOWER(a.username) LIKE $3 ESCAPE '\\' \
      OR a.name LIKE $3 ESCAPE '\\' OR a.phone_hash = $4 OR a.id_number_hash = $5)";
 
 async fn account_row(state: &AppState, row: &sqlx::any::AnyRow, now: i64) -> ApiResult<AccountRow> {
@@ -222,7 +223,7 @@ pub async fn create_account(
 async fn load_account(state: &AppState, id: i64) -> ApiResult<AccountRow> {
     let row = sqlx::query(
         "SELECT a.id, a.username, a.name, a.phone_masked, a.id_number_masked, i.id, i.name, a.locked_until, a.created_at \
-         FROM accounts a LEFT JOIN institutions i ON i.id = a.institution_id WHERE a.id = $1",
+         FROM accounts a LEFT JOIN institutions i ON i.id = a.institution_id WHERE a.id = $1 AND a.is_bot = 0",
     )
     .bind(id)
     .fetch_optional(state.db.pool())

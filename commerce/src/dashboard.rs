@@ -20,7 +20,7 @@ use crate::Commerce;
 use crate::core::diagnosis::{self, Diagnosis, SessionNumbers};
 
 /// Orders that count as sold: paid and not refunded (a pending refund still counts).
-const SOLD: &str = "('paid', 'shipped', 'completed', 'refund_requested')";
+pub(crate) const SOLD: &str = "('paid', 'shipped', 'completed', 'refund_requested')";
 
 /// A report is built this long after a live ends, so the last watch time and chat are stored.
 const REPORT_DELAY_MS: i64 = 3_000;
@@ -86,6 +86,17 @@ pub struct Dashboard {
     pub coupons_used: i64,
     pub flash_sales: Vec<FlashSaleResult>,
     pub lucky_bags: i64,
+    /// How much of it was simulated traffic (模拟买家): the buyer bots among the unique
+    /// viewers, their comments, their orders (any status) and the GMV of those sold. Reports
+    /// written before bots existed read 0.
+    #[serde(default)]
+    pub bot_viewers: i64,
+    #[serde(default)]
+    pub bot_comments: i64,
+    #[serde(default)]
+    pub bot_orders: i64,
+    #[serde(default)]
+    pub bot_gmv_cents: i64,
     /// When these numbers were computed.
     pub at: i64,
 }
@@ -281,6 +292,29 @@ async fn compute(commerce: &Commerce, room: i64, now: i64) -> ApiResult<Dashboar
         to,
     )
     .await?;
+    let (bot_viewers, bot_comments) = scalar_pair(
+        state,
+        "SELECT (SELECT COUNT(*) FROM room_viewers v JOIN accounts a ON a.id = v.account_id WHERE v.room_id = $1 \
+         AND v.last_seen_at >= $2 AND v.first_seen_at <= $3 AND a.is_bot = 1), \
+         (SELECT COUNT(*) FROM room_messages m JOIN accounts a ON a.id = m.user_id WHERE m.room_id = $1 \
+         AND m.at >= $2 AND m.at <= $3 AND a.is_bot = 1)",
+        room,
+        from,
+        to,
+    )
+    .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*), CAST(SUM(CASE WHEN o.status IN {SOLD} THEN o.total_cents ELSE 0 END) AS BIGINT) \
+         FROM orders o JOIN accounts a ON a.id = o.buyer_id \
+         WHERE o.room_id = $1 AND o.created_at >= $2 AND o.created_at <= $3 AND a.is_bot = 1"
+    )))
+    .bind(room)
+    .bind(from)
+    .bind(to)
+    .fetch_one(state.db.pool())
+    .await?;
+    let bot_orders: i64 = row.try_get(0)?;
+    let bot_gmv_cents: i64 = row.try_get::<Option<i64>, _>(1)?.unwrap_or_default();
     let peak_viewers = counts.map_or(r.peak, |c| i64::from(c.peak).max(r.peak));
     let numbers = SessionNumbers {
         unique_viewers,
@@ -325,6 +359,10 @@ async fn compute(commerce: &Commerce, room: i64, now: i64) -> ApiResult<Dashboar
         coupons_used,
         flash_sales,
         lucky_bags,
+        bot_viewers,
+        bot_comments,
+        bot_orders,
+        bot_gmv_cents,
         at: now,
     })
 }
@@ -405,6 +443,7 @@ fn numbers_of(d: &Dashboard) -> SessionNumbers {
         coupons_claimed: d.coupons_claimed,
         flash_sales: d.flash_sales.len() as i64,
         lucky_bags: d.lucky_bags,
+        bot_viewers: d.bot_viewers,
         top_product,
     }
 }

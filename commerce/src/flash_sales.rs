@@ -381,9 +381,16 @@ pub async fn order_flash_sale(
             commerce
                 .flash_stock_changed(id, Some(sale.view.room_id))
                 .await;
+            let written = new_order(&sale.view, p.account_id, quantity, &address, &key, now);
             Ok((
                 StatusCode::CREATED,
-                Json(orders::order_view(&state, order).await?),
+                Json(orders::placed_view(
+                    &written,
+                    order,
+                    now,
+                    &p.name,
+                    &sale.shop_name,
+                )),
             ))
         }
         Err(e) => {
@@ -513,8 +520,28 @@ async fn write_one(
         .bind(sale.sku_id)
         .execute(&mut **tx)
         .await?;
-    let new = NewOrder {
-        buyer: write.buyer,
+    let new = new_order(
+        sale,
+        write.buyer,
+        write.quantity,
+        &write.address,
+        &write.key,
+        write.now,
+    );
+    Ok(orders::insert_order(tx, &new, write.now).await?)
+}
+
+/// A winner's order: what is written, and what the answer is built from.
+fn new_order<'a>(
+    sale: &'a FlashSaleView,
+    buyer: i64,
+    quantity: i64,
+    address: &'a str,
+    key: &'a str,
+    now: i64,
+) -> NewOrder<'a> {
+    NewOrder {
+        buyer,
         shop_id: sale.shop_id,
         sku_id: sale.sku_id,
         room_id: Some(sale.room_id),
@@ -522,14 +549,13 @@ async fn write_one(
         coupon_claim_id: None,
         product_title: &sale.title,
         sku_spec: &sale.spec,
-        quantity: write.quantity,
+        quantity,
         unit_price_cents: sale.price_cents,
         discount_cents: 0,
-        address: &write.address,
-        pay_deadline: write.now + sale.pay_seconds * 1000,
-        idempotency_key: Some(&write.key),
-    };
-    Ok(orders::insert_order(tx, &new, write.now).await?)
+        address,
+        pay_deadline: now + sale.pay_seconds * 1000,
+        idempotency_key: Some(key),
+    }
 }
 
 /// Queues a winner's order for the next group commit and waits for it.

@@ -8,10 +8,13 @@
 //! tool. The live room is reached through the [`LiveRooms`] trait; events go out as the hub's
 //! `commerce` room events; `script/` drafts live scripts through an OpenAI-compatible endpoint or
 //! a built-in template; `dashboard` computes the live numbers and writes each session's report.
-//! Not built yet (issue 5 stays open): buyer bots, short videos.
+//! `videos` takes product short videos and has them transcoded through the [`VideoTranscoder`]
+//! trait. `bots` runs simulated buyers (模拟买家) in live rooms: bot accounts that enter as viewers
+//! and like, comment and buy through the same paths as people (`core::bots` decides what they do).
 
 pub mod core;
 
+mod bots;
 mod coupons;
 mod dashboard;
 mod flash_sales;
@@ -25,6 +28,7 @@ mod rooms;
 mod script;
 mod shops;
 mod util;
+mod videos;
 mod wallet;
 
 use std::collections::HashMap;
@@ -44,13 +48,17 @@ use utoipa::{OpenApi, ToSchema};
 pub use gate::{
     Grab, LocalPackets, LocalSales, PacketGates, RedisGates, Reserve, SaleGates, SaleSpec,
 };
-pub use rooms::{LiveCounts, LiveRooms, RoomAccess};
+pub use rooms::{LiveCounts, LiveRooms, RoomAccess, RoomPresence};
+pub use videos::{VideoFacts, VideoFailure, VideoTranscoder};
 
 /// A flash sale's facts that do not change while it runs, kept in memory for the order path.
 #[derive(Debug)]
 pub(crate) struct CachedSale {
     pub view: flash_sales::FlashSaleView,
     pub shop_owner: i64,
+    /// For a winner's answer, built without reading the order back (a rename during the sale
+    /// shows in later reads).
+    pub shop_name: String,
 }
 
 /// What a [`Commerce`] holds (reached through `Deref` inside this crate).
@@ -66,6 +74,10 @@ pub struct Inner {
     /// Who someone is in a room, for [`ACCESS_TTL`]: a flash sale asks it on every tap.
     access_cache: moka::sync::Cache<(i64, i64), RoomAccess>,
     packet_cache: Mutex<HashMap<i64, Arc<red_packets::PacketMeta>>>,
+    /// The buyer-bot crowds this node runs.
+    pub(crate) bots: bots::Crowds,
+    /// Short videos: the store and the transcoding jobs.
+    pub(crate) videos: videos::Videos,
 }
 
 /// The commerce service of a node: cheap to clone, shared by its routes and its sweeper.
@@ -91,15 +103,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// How long a room access decision is reused (class membership changes show within it).
-const ACCESS_TTL: Duration = Duration::from_secs(10);
+/// Longer than a flash sale's usual countdown, so the crowd that opened the card during it
+/// taps on a warm cache.
+const ACCESS_TTL: Duration = Duration::from_secs(30);
 
 /// How often the sweeper expires unpaid orders and red packets, closes sales and draws bags.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
 impl Commerce {
     /// Builds the service with in-process gates, or Redis gates when `redis_url` is set, and
-    /// starts its sweeper.
-    pub async fn start(app: &AppState, rooms: Arc<dyn LiveRooms>) -> anyhow::Result<Self> {
+    /// starts its sweeper and the video jobs a restart interrupted.
+    pub async fn start(
+        app: &AppState,
+        rooms: Arc<dyn LiveRooms>,
+        transcoder: Arc<dyn VideoTranscoder>,
+    ) -> anyhow::Result<Self> {
         let (sales, packets): (Arc<dyn SaleGates>, Arc<dyn PacketGates>) =
             match &app.config.redis_url {
                 Some(url) => {
@@ -112,7 +130,7 @@ impl Commerce {
                     Arc::new(LocalPackets::default()),
                 ),
             };
-        Ok(Self::with_gates(app, rooms, sales, packets))
+        Ok(Self::with_gates(app, rooms, sales, packets, transcoder))
     }
 
     pub fn with_gates(
@@ -120,6 +138,7 @@ impl Commerce {
         rooms: Arc<dyn LiveRooms>,
         sales: Arc<dyn SaleGates>,
         packets: Arc<dyn PacketGates>,
+        transcoder: Arc<dyn VideoTranscoder>,
     ) -> Self {
         let commerce = Commerce(Arc::new(Inner {
             app: app.clone(),
@@ -134,8 +153,11 @@ impl Commerce {
                 .time_to_live(ACCESS_TTL)
                 .build(),
             packet_cache: Mutex::default(),
+            bots: bots::Crowds::new(),
+            videos: videos::Videos::new(app, transcoder),
         }));
         tokio::spawn(sweep_forever(commerce.clone()));
+        tokio::spawn(videos::recover(commerce.clone()));
         commerce
     }
 
@@ -147,7 +169,14 @@ impl Commerce {
         red_packets::expire(self, now).await?;
         lucky_bags::draw_due(self, now).await?;
         dashboard::write_reports(self, now).await?;
+        bots::resume(self, now).await?;
         Ok(())
+    }
+
+    /// Graceful shutdown: this node's buyer bots leave their rooms (their crowds stay on, to be
+    /// resumed by another node or the next start), waiting up to `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.bots.shutdown(grace).await;
     }
 
     /// `p`'s role in `room` (not found when they may not enter), remembered for [`ACCESS_TTL`].
@@ -180,11 +209,15 @@ impl Commerce {
         let view = flash_sales::sale_by_id(&self.app, id)
             .await?
             .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "秒杀活动不存在"))?;
-        let shop_owner: i64 = sqlx::query_scalar("SELECT owner_id FROM shops WHERE id = $1")
+        let shop = sqlx::query("SELECT owner_id, name FROM shops WHERE id = $1")
             .bind(view.shop_id)
             .fetch_one(self.app.db.pool())
             .await?;
-        let sale = Arc::new(CachedSale { view, shop_owner });
+        let sale = Arc::new(CachedSale {
+            view,
+            shop_owner: shop.try_get(0)?,
+            shop_name: shop.try_get(1)?,
+        });
         lock(&self.sale_cache).insert(id, sale.clone());
         Ok(sale)
     }
@@ -314,8 +347,11 @@ async fn my_wallet(
         lucky_bags::launch, lucky_bags::get_lucky_bag,
         room_tools::room_commerce, room_tools::add_to_shelf, room_tools::pin, room_tools::unpin,
         dashboard::dashboard, dashboard::room_reports, dashboard::class_reports,
+        bots::put_bots, bots::get_bots, bots::delete_bots,
         script::generate, script::save_script, script::list_scripts, script::get_script,
         script::edit_script, script::get_version,
+        videos::upload, videos::list, videos::get_video, videos::video_file, videos::video_cover,
+        videos::delete_video,
     ),
     tags((name = "commerce", description = "Simulated shop and the live room's selling tools; money in cents, times in Unix milliseconds"))
 )]
@@ -342,6 +378,16 @@ pub fn router(commerce: Commerce) -> Router<AppState> {
             "/api/v1/products/{id}",
             get(shops::get_product).patch(shops::update_product),
         )
+        .route(
+            "/api/v1/products/{id}/videos",
+            get(videos::list).post(videos::upload),
+        )
+        .route(
+            "/api/v1/videos/{id}",
+            get(videos::get_video).delete(videos::delete_video),
+        )
+        .route("/api/v1/videos/{id}/file", get(videos::video_file))
+        .route("/api/v1/videos/{id}/cover", get(videos::video_cover))
         .route("/api/v1/products/{id}/skus", post(shops::add_sku))
         .route("/api/v1/skus/{id}", axum::routing::patch(shops::update_sku))
         .route("/api/v1/skus/{id}/stock", post(shops::adjust_stock))
@@ -385,6 +431,12 @@ pub fn router(commerce: Commerce) -> Router<AppState> {
             put(room_tools::pin).delete(room_tools::unpin),
         )
         .route("/api/v1/rooms/{id}/dashboard", get(dashboard::dashboard))
+        .route(
+            "/api/v1/rooms/{id}/bots",
+            put(bots::put_bots)
+                .get(bots::get_bots)
+                .delete(bots::delete_bots),
+        )
         .route("/api/v1/rooms/{id}/reports", get(dashboard::room_reports))
         .route(
             "/api/v1/classes/{id}/live-reports",

@@ -215,6 +215,51 @@ pub(crate) struct NewOrder<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
+/// The view of an order [`insert_order`] just wrote, built from what was written, so a flash
+/// sale's winner is answered without reading it back.
+pub(crate) fn placed_view(
+    order: &NewOrder<'_>,
+    id: i64,
+    now: i64,
+    buyer_name: &str,
+    shop_name: &str,
+) -> OrderView {
+    let subtotal = order.unit_price_cents * order.quantity;
+    OrderView {
+        id,
+        status: OrderStatus::PendingPayment.as_str().to_owned(),
+        buyer_id: order.buyer,
+        buyer_name: buyer_name.to_owned(),
+        shop_id: order.shop_id,
+        shop_name: shop_name.to_owned(),
+        sku_id: order.sku_id,
+        product_title: order.product_title.to_owned(),
+        sku_spec: order.sku_spec.to_owned(),
+        quantity: order.quantity,
+        unit_price_cents: order.unit_price_cents,
+        subtotal_cents: subtotal,
+        discount_cents: order.discount_cents,
+        total_cents: subtotal - order.discount_cents,
+        room_id: order.room_id,
+        flash_sale_id: order.flash_sale_id,
+        coupon_claim_id: order.coupon_claim_id,
+        tracking_no: None,
+        refund_reason: None,
+        address: order.address.to_owned(),
+        pay_deadline: order.pay_deadline,
+        created_at: now,
+        updated_at: now,
+        events: vec![OrderEventView {
+            from_status: None,
+            to_status: OrderStatus::PendingPayment.as_str().to_owned(),
+            action: "place".to_owned(),
+            actor_id: Some(order.buyer),
+            note: String::new(),
+            at: now,
+        }],
+    }
+}
+
 /// Inserts the order and its first event; a repeated idempotency key is a unique violation.
 pub(crate) async fn insert_order(
     tx: &mut Transaction<'_, Any>,

@@ -34,6 +34,8 @@ pub struct ShelfItem {
     pub price_cents: i64,
     pub stock: i64,
     pub pinned: bool,
+    /// The product's ready short videos (短视频).
+    pub videos: Vec<crate::videos::VideoSummary>,
 }
 
 impl ShelfItem {
@@ -71,12 +73,15 @@ async fn shelf(state: &AppState, room: i64) -> ApiResult<Vec<ShelfItem>> {
     .bind(room)
     .fetch_all(state.db.pool())
     .await?;
+    let mut videos = crate::videos::ready_on_shelf(state, room).await?;
     rows.iter()
         .map(|r| {
+            let product_id: i64 = r.try_get(0)?;
             let images: String = r.try_get(3)?;
             let pinned: Option<i64> = r.try_get(4)?;
             Ok(ShelfItem {
-                product_id: r.try_get(0)?,
+                product_id,
+                videos: videos.remove(&product_id).unwrap_or_default(),
                 shop_id: r.try_get(1)?,
                 title: r.try_get(2)?,
                 image: util::string_list(&images).into_iter().next(),

@@ -1,6 +1,6 @@
 //! What commerce needs from the live-room hub, as a trait so this crate does not depend on how
-//! rooms run: who someone is in a room, and announcing an event there. The binary implements it
-//! over `signaling::Hub`.
+//! rooms run: who someone is in a room, announcing an event there, and (for buyer bots) being in
+//! a room as an in-process viewer. The binary implements it over `signaling::Hub`.
 
 use foundation::ApiError;
 use foundation::identity::Principal;
@@ -29,6 +29,19 @@ pub struct LiveCounts {
     pub likes: u64,
 }
 
+/// Someone in a room without a socket (a buyer bot): a viewer like any other, whose likes and
+/// chat meet the room's rules. Dropping it leaves the room.
+#[async_trait::async_trait]
+pub trait RoomPresence: Send + Sync {
+    /// A chat message (rate limit, word filter, storage as for a person); false when gone.
+    async fn chat(&self, text: String) -> bool;
+    /// `taps` likes (1–500); false when gone.
+    async fn like(&self, taps: u32) -> bool;
+    /// Whether the room or the hub closed it.
+    fn is_closed(&self) -> bool;
+    async fn leave(self: Box<Self>);
+}
+
 #[async_trait::async_trait]
 pub trait LiveRooms: Send + Sync {
     /// The counters of `room` if it runs on this node now.
@@ -37,4 +50,10 @@ pub trait LiveRooms: Send + Sync {
     async fn access(&self, principal: &Principal, room: i64) -> Result<RoomAccess, ApiError>;
     /// Announce `event` to everyone in `room`, on every node.
     async fn announce(&self, room: i64, event: CommerceEvent);
+    /// Enter `room` as `principal` without a socket, with the role a `join` would give.
+    async fn enter(
+        &self,
+        principal: &Principal,
+        room: i64,
+    ) -> Result<Box<dyn RoomPresence>, ApiError>;
 }

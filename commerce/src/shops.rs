@@ -86,6 +86,8 @@ pub struct ProductView {
     /// draft | listed | delisted
     pub status: String,
     pub skus: Vec<SkuView>,
+    /// Its ready short videos (短视频), oldest first.
+    pub videos: Vec<crate::videos::VideoSummary>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -541,6 +543,7 @@ pub(crate) async fn product_view(
         images: util::string_list(&product.images),
         status: product.status.clone(),
         skus: skus_of(state, product.id).await?,
+        videos: crate::videos::ready_of(state, product.id).await?,
         created_at: product.created_at,
         updated_at: product.updated_at,
     })
@@ -743,7 +746,7 @@ pub async fn get_product(
     Ok(Json(product_view(&state, &product, &shop).await?))
 }
 
-async fn owned_product(
+pub(crate) async fn owned_product(
     state: &AppState,
     p: &Principal,
     id: i64,

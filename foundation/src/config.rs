@@ -89,6 +89,10 @@ pub struct Config {
     pub llm_model: String,
     /// Bearer key of `llm_base_url` (none for endpoints without authentication). Secret.
     pub llm_api_key: Option<String>,
+    /// Largest product video upload (短视频), in bytes; stored under `{data_dir}/videos`.
+    pub video_max_bytes: u64,
+    /// Longest product video accepted, in seconds.
+    pub video_max_seconds: u32,
 }
 
 impl Default for Config {
@@ -126,6 +130,8 @@ impl Default for Config {
             llm_base_url: None,
             llm_model: "gpt-4o-mini".into(),
             llm_api_key: None,
+            video_max_bytes: 200 * 1024 * 1024,
+            video_max_seconds: 600,
         }
     }
 }
@@ -223,6 +229,14 @@ impl Config {
                 "llm_base_url must be an http:// or https:// URL such as https://api.openai.com/v1"
             );
         }
+        anyhow::ensure!(
+            self.video_max_bytes >= 1024 * 1024,
+            "video_max_bytes must be at least 1048576 (1 MiB)"
+        );
+        anyhow::ensure!(
+            (1..=3600).contains(&self.video_max_seconds),
+            "video_max_seconds must be between 1 and 3600"
+        );
         let model = self.llm_model.trim();
         anyhow::ensure!(
             !model.is_empty() && model.len() <= 200 && !model.chars().any(char::is_control),

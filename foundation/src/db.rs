@@ -68,6 +68,10 @@ impl Db {
         let options = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
+            // A SQLite connection is a file handle in this process: nothing can break it
+            // between uses, so the round trip to its worker thread on every acquire is waste.
+            // A PostgreSQL one can (a server restart), so it is still checked.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -51,6 +51,7 @@ error_codes! {
     IdempotencyKeyRequired => (BAD_REQUEST, "idempotency_key_required", "请求缺少 Idempotency-Key 请求头（1–64 个字母、数字、- 或 _）"),
     CouponNotApplicable => (BAD_REQUEST, "coupon_not_applicable", "这张优惠券不能用于本订单"),
     CouponExpired => (BAD_REQUEST, "coupon_expired", "优惠券不在有效期内"),
+    VideoTooLong => (BAD_REQUEST, "video_too_long", "视频太长，请剪短后再上传"),
     // 401
     Unauthenticated => (UNAUTHORIZED, "unauthenticated", "请先登录"),
     InvalidCredentials => (UNAUTHORIZED, "invalid_credentials", "用户名或密码错误"),
@@ -76,13 +77,17 @@ error_codes! {
     InvalidTransition => (CONFLICT, "invalid_transition", "订单当前状态不允许此操作"),
     ShopExists => (CONFLICT, "shop_exists", "你已经开过店铺了"),
     CouponExhausted => (CONFLICT, "coupon_exhausted", "优惠券已被领完"),
+    VideoNotReady => (CONFLICT, "video_not_ready", "视频还在处理中，请稍后再试"),
+    BotsNotLive => (CONFLICT, "bots_not_live", "直播开始后才能添加模拟买家"),
     // 410
     SaleEnded => (GONE, "sale_ended", "秒杀已结束"),
     RedPacketEmpty => (GONE, "red_packet_empty", "红包已被抢完"),
     RedPacketExpired => (GONE, "red_packet_expired", "红包已过期"),
     // 413, 415
     PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload_too_large", "请求内容过大"),
+    VideoTooLarge => (PAYLOAD_TOO_LARGE, "video_too_large", "视频文件太大"),
     UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "请求内容类型不受支持"),
+    VideoUnsupported => (UNSUPPORTED_MEDIA_TYPE, "video_unsupported", "无法识别这个视频文件，请上传 MP4、MOV、WebM 等常见格式的视频"),
     // 422
     UnprocessableEntity => (UNPROCESSABLE_ENTITY, "unprocessable_entity", "请求字段缺失或类型不正确"),
     IdempotencyKeyReused => (UNPROCESSABLE_ENTITY, "idempotency_key_reused", "这个 Idempotency-Key 已用于另一个请求"),

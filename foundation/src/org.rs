@@ -25,6 +25,8 @@ pub struct Scope {
     pub institution: Option<i64>,
     pub instructor: Option<i64>,
     pub trainee: Option<i64>,
+    /// A buyer bot's class: the only class it sees (see `Principal::bot_class`).
+    pub bot_class: Option<i64>,
 }
 
 impl Scope {
@@ -35,6 +37,7 @@ impl Scope {
             institution: p.institution_id.filter(|_| p.has(Role::InstitutionAdmin)),
             instructor: p.has(Role::Instructor).then_some(p.account_id),
             trainee: p.has(Role::Trainee).then_some(p.account_id),
+            bot_class: p.bot_class,
         }
     }
 
@@ -234,6 +237,10 @@ impl Org {
 
     /// Is the class in scope?
     pub async fn class_visible(&self, scope: &Scope, class_id: i64) -> ApiResult<bool> {
+        // A bot is no member of any class (not in rosters), yet buys in its own class's rooms.
+        if let Some(class) = scope.bot_class {
+            return Ok(class == class_id);
+        }
         let row = bind_scope(
             sqlx::query(concat!(
                 "SELECT c.id FROM classes c JOIN institutions i ON i.id = c.institution_id WHERE c.id = $6 AND ",

@@ -6,6 +6,7 @@
 //! packet).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -47,6 +48,10 @@ pub struct CommerceArgs {
     /// Logins in flight at once (before the measured part).
     #[arg(long, default_value_t = 32)]
     login_concurrency: usize,
+    /// A shell command run (and awaited) just before the measured burst, e.g. to attach
+    /// `perf record -p <server pid> … &` to the burst alone.
+    #[arg(long)]
+    before_burst: Option<String>,
 }
 
 type Res<T> = anyhow::Result<T>;
@@ -200,61 +205,95 @@ pub async fn run(args: CommerceArgs) -> Res<()> {
         }
     };
 
-    // Buyers wait in the room for the countdown, as in a real sale: each has loaded what the
-    // room sells (which also warms the server's session and room-access caches).
-    let waiting = tokens.iter().map(|token| {
-        let http = &http;
-        let url = format!("{base}/api/v1/rooms/{room}/commerce");
+    // Buyers wait in the room for the countdown, as in a real sale: each has its page open on
+    // a kept-alive connection and has loaded what the room sells (which also warms the
+    // server's session and room-access caches). One connection per request in flight, opened
+    // now, so the burst measures requests, not TCP handshakes.
+    let authority = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut conns = Vec::with_capacity(args.concurrency);
+    for _ in 0..args.concurrency.min(args.buyers) {
+        conns.push(Conn::open(&authority).await?);
+    }
+    let room_path = format!("/api/v1/rooms/{room}/commerce");
+    let next = AtomicUsize::new(0);
+    let warmed: Vec<Res<()>> = futures::future::join_all(conns.iter_mut().map(|conn| {
+        let (next, tokens, room_path) = (&next, &tokens, &room_path);
         async move {
-            http.get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(token) = tokens.get(i) else {
+                    return Ok(());
+                };
+                let (status, body) = conn.send("GET", room_path, token, None).await?;
+                anyhow::ensure!(
+                    status == 200,
+                    "a buyer could not load the room: {status} {body:?}"
+                );
+            }
         }
-    });
-    let warmed = futures::stream::iter(waiting)
-        .buffer_unordered(args.login_concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    anyhow::ensure!(
-        warmed.iter().all(|s| matches!(s, Ok(200))),
-        "a buyer could not load the room"
-    );
+    }))
+    .await;
+    warmed.into_iter().collect::<Res<Vec<()>>>()?;
 
+    let sale_path = path
+        .strip_prefix(base.trim_end_matches('/'))
+        .unwrap_or(&path)
+        .to_owned();
     let latencies = Arc::new(Latencies::with_bucket_us(100));
-    let cpu_before = proc_stats::cpu_seconds(args.server_pid)?;
-    let measured = Instant::now();
     // Keys are unique per run: a key from an earlier run names another request (422).
     let run = crate::hub::now_micros();
-    let attempts = tokens.iter().enumerate().map(|(i, token)| {
-        let (http, path, latencies) = (&http, &path, latencies.clone());
-        async move {
-            let sent = Instant::now();
-            let result = http
-                .post(path.as_str())
-                .bearer_auth(token)
-                .header("Idempotency-Key", format!("bench-{run}-{i}"))
-                .send()
-                .await;
-            let outcome = match result {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let body: Value = response.json().await.unwrap_or(Value::Null);
-                    (status, body)
+    let keys: Vec<String> = (0..tokens.len())
+        .map(|i| format!("bench-{run}-{i}"))
+        .collect();
+    let next = AtomicUsize::new(0);
+    if let Some(command) = &args.before_burst {
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "--before-burst failed: {status}");
+    }
+    let cpu_before = proc_stats::cpu_seconds(args.server_pid)?;
+    let measured = Instant::now();
+    // Each connection takes the next buyer until none is left; responses are kept as bytes
+    // and parsed after the window, so the generator spends its core on sending.
+    let per_conn: Vec<Vec<(u16, bytes::Bytes)>> =
+        futures::future::join_all(conns.iter_mut().map(|conn| {
+            let (next, tokens, keys, sale_path, latencies) =
+                (&next, &tokens, &keys, &sale_path, &latencies);
+            async move {
+                let mut out = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let (Some(token), Some(key)) = (tokens.get(i), keys.get(i)) else {
+                        return out;
+                    };
+                    let sent = Instant::now();
+                    let outcome = conn
+                        .send("POST", sale_path, token, Some(key))
+                        .await
+                        .unwrap_or_else(|e| (0, bytes::Bytes::from(e.to_string())));
+                    latencies.record(sent.elapsed().as_micros() as u64);
+                    out.push(outcome);
                 }
-                Err(e) => (0, json!({"error": e.to_string()})),
-            };
-            latencies.record(sent.elapsed().as_micros() as u64);
-            outcome
-        }
-    });
-    let outcomes: Vec<(u16, Value)> = futures::stream::iter(attempts)
-        .buffer_unordered(args.concurrency)
-        .collect()
+            }
+        }))
         .await;
     let seconds = measured.elapsed().as_secs_f64();
     let cpu = proc_stats::cpu_seconds(args.server_pid)? - cpu_before;
+    let outcomes: Vec<(u16, Value)> = per_conn
+        .into_iter()
+        .flatten()
+        .map(|(status, body)| {
+            let value = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&body)}));
+            (status, value)
+        })
+        .collect();
 
     let won = outcomes
         .iter()
@@ -302,6 +341,54 @@ pub async fn run(args: CommerceArgs) -> Res<()> {
     println!("{report}");
     anyhow::ensure!(exact, "not exact: {won} won of {}", args.stock);
     Ok(())
+}
+
+/// A kept-alive HTTP/1.1 connection to the server: one request at a time, no pool.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    authority: String,
+}
+
+impl Conn {
+    async fn open(authority: &str) -> Res<Self> {
+        let stream = tokio::net::TcpStream::connect(authority).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Self {
+            sender,
+            authority: authority.to_owned(),
+        })
+    }
+
+    /// Sends one request with the buyer's token (and an `Idempotency-Key`), returning the
+    /// status and the body's bytes.
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+    ) -> Res<(u16, bytes::Bytes)> {
+        use http_body_util::BodyExt;
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        self.sender.ready().await?;
+        let response = self
+            .sender
+            .send_request(request.body(http_body_util::Full::new(bytes::Bytes::new()))?)
+            .await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]

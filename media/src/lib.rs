@@ -6,6 +6,9 @@
 //! in, and forwards the publisher's RTP to the room's subscribers, each packet rewritten for the
 //! subscriber's negotiated SSRC and payload type. HTTP handlers talk to it through a command
 //! channel ([`Media`]); who may publish or play is decided outside, by a [`RoomAccess`].
+//!
+//! Besides the live path: [`package`] turns a recording into a replay, and [`transcode`] turns an
+//! uploaded clip into a streamable H.264/AAC MP4 with a cover (commerce's short videos).
 
 pub mod access;
 pub mod endpoint;
@@ -16,6 +19,7 @@ mod peer;
 pub mod recording;
 pub mod replays;
 mod retransmit;
+pub mod transcode;
 
 pub use access::{Intent, RoomAccess, RoomInfo};
 pub use endpoint::{Media, MediaConfig, MediaEvent, MediaStats, SessionKind, TrackInfo};

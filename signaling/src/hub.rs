@@ -13,8 +13,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::protocol::{
-    ClientFrame, ClientMsg, MemberRole, PROTOCOL_VERSION, RoomEvent, RoomId, RoomMedia, ServerMsg,
-    UserRef, close,
+    ClientFrame, ClientMsg, MemberRole, PROTOCOL_VERSION, RoomEvent, RoomId, RoomMedia, Seq,
+    ServerMsg, UserRef, close,
 };
 use crate::queue::{ConnQueue, Next};
 use crate::room::core::{ConnId, RoomConfig};
@@ -54,8 +54,8 @@ impl JoinedRooms {
 }
 
 #[derive(Clone)]
-struct RoomHandle {
-    commands: mpsc::Sender<RoomCommand>,
+pub(crate) struct RoomHandle {
+    pub(crate) commands: mpsc::Sender<RoomCommand>,
     record: Arc<RoomRecord>,
 }
 
@@ -314,6 +314,57 @@ impl Hub {
         Ok(handle)
     }
 
+    /// Enters `room` as connection `conn` (a socket's, or a virtual one's): checks access before
+    /// loading anything for the room, then joins through the room's task, which answers on
+    /// `queue` (`joined`, `resumed` or `resync`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn enter_room(
+        &self,
+        principal: &Principal,
+        user: &UserRef,
+        conn: ConnId,
+        queue: &Arc<ConnQueue>,
+        room: RoomId,
+        last_seq: Option<Seq>,
+        id: Option<u32>,
+    ) -> Result<RoomHandle, ApiError> {
+        let record = self.record(room).await?;
+        let role = self.role_in(principal, &record).await?;
+        let handle = self.room(room).await?;
+        let command = RoomCommand::Join {
+            conn,
+            queue: queue.clone(),
+            user: user.clone(),
+            role,
+            last_seq,
+            id,
+        };
+        // The room's task may just have unloaded: start a fresh one once.
+        match handle.commands.send(command).await {
+            Ok(()) => Ok(handle),
+            Err(mpsc::error::SendError(command)) => match self.room(room).await {
+                Ok(fresh) if fresh.commands.send(command).await.is_ok() => Ok(fresh),
+                _ => Err(ApiError::with_message(
+                    ErrorCode::Unavailable,
+                    "直播间暂时不可用，请重试",
+                )),
+            },
+        }
+    }
+
+    /// A connection without a socket (`virtual_conn`): its id and queue, known to the hub like a
+    /// socket's, so that shutdown closes it too.
+    pub(crate) fn open_virtual(&self) -> (ConnId, Arc<ConnQueue>) {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let queue = Arc::new(ConnQueue::default());
+        lock(&self.connections).insert(conn, Arc::downgrade(&queue));
+        (conn, queue)
+    }
+
+    pub(crate) fn close_virtual(&self, conn: ConnId) {
+        lock(&self.connections).remove(&conn);
+    }
+
     /// Serves one WebSocket until it closes.
     ///
     /// The future lives as long as the connection, idle or not, so its size is memory per
@@ -461,49 +512,13 @@ impl Hub {
                 server_time: self.app.clock.now_millis(),
             })),
             ClientMsg::Join { room, last_seq } => {
-                // Check access before loading anything for the room.
-                let role = match self.record(room).await {
-                    Ok(record) => self.role_in(principal, &record).await,
-                    Err(e) => Err(e),
-                };
-                let role = match role {
-                    Ok(r) => r,
-                    Err(e) => {
-                        queue.push_system(error_frame(id, e.code.as_str(), e.message()));
-                        return true;
-                    }
-                };
-                let handle = match self.room(room).await {
-                    Ok(h) => h,
-                    Err(e) => {
-                        queue.push_system(error_frame(id, e.code.as_str(), e.message()));
-                        return true;
-                    }
-                };
-                let command = RoomCommand::Join {
-                    conn,
-                    queue: queue.clone(),
-                    user: user.clone(),
-                    role,
-                    last_seq,
-                    id,
-                };
-                // The room's task may just have unloaded: start a fresh one once.
-                let handle = match handle.commands.send(command).await {
-                    Ok(()) => handle,
-                    Err(mpsc::error::SendError(command)) => match self.room(room).await {
-                        Ok(fresh) if fresh.commands.send(command).await.is_ok() => fresh,
-                        _ => {
-                            queue.push_system(error_frame(
-                                id,
-                                "unavailable",
-                                "直播间暂时不可用，请重试",
-                            ));
-                            return true;
-                        }
-                    },
-                };
-                joined.insert(room, handle);
+                match self
+                    .enter_room(principal, user, conn, queue, room, last_seq, id)
+                    .await
+                {
+                    Ok(handle) => joined.insert(room, handle),
+                    Err(e) => queue.push_system(error_frame(id, e.code.as_str(), e.message())),
+                }
             }
             ClientMsg::Leave { room } => match joined.remove(&room) {
                 Some(handle) => {

@@ -5,6 +5,7 @@
 //! - [`room::core`]: one room's rules, sans IO, tested in virtual time; [`room::task`] runs it.
 //! - [`queue`]: a connection's bounded outbound queue with delivery classes.
 //! - [`hub`]: room lookup, authorisation, session ends, the per-socket loop.
+//! - [`virtual_conn`]: in-process viewers without a socket (commerce's buyer bots).
 //! - [`store`]: rooms, the chat log (batched writes), the word list.
 //! - [`words`]: the sensitive-word filter.
 //! - [`http`]: `/ws`, the rooms API, the word-list API.
@@ -15,7 +16,9 @@ pub mod protocol;
 pub mod queue;
 pub mod room;
 pub mod store;
+pub mod virtual_conn;
 pub mod words;
 
 pub use http::{SignalingApi, router};
 pub use hub::Hub;
+pub use virtual_conn::VirtualConn;

@@ -9,6 +9,10 @@
 // in 店铺订单 and the buyer confirms receipt. The host's 数据看板 tab shows the two paid orders and
 // the GMV; the host ends the live and reads its 直播复盘 (numbers, charts, diagnosis), also from the
 // rooms list; instructor01 sees the session in the class's 直播数据 table, sorts it and opens it.
+// Then trainee01 practises alone: in a new live room the 模拟买家 tab adds 12 bot buyers, the
+// viewer count rises to 12, their comments scroll by as danmaku and in the chat, the tab is
+// usable at phone width, the 数据看板 says how much of the traffic is simulated, and removing the
+// bots empties the room.
 //
 //   DEMO_PASSWORD=... [BASE_URL=http://127.0.0.1:18080] [SCREENSHOT_DIR=...] [CHROMIUM=/usr/bin/chromium] node commerce.mjs
 //
@@ -16,7 +20,7 @@
 import assert from 'node:assert/strict'
 import path from 'node:path'
 
-import { SCREENSHOT_DIR, VIEWPORTS, login, newContext, newPage, run, shot, test } from './harness.mjs'
+import { SCREENSHOT_DIR, VIEWPORTS, api, login, newContext, newPage, run, shot, test } from './harness.mjs'
 
 /** ¥1,234.56 → 123456 */
 const cents = (text) => {
@@ -370,6 +374,79 @@ test('live commerce: shop, cart and 讲解中, coupon, buy and pay, flash sale, 
   } finally {
     await hostCtx.close()
     await viewerCtx.close()
+  }
+})
+
+test('buyer bots: the host adds 模拟买家, the viewer count and the danmaku rise, the dashboard tells them apart', async () => {
+  const pc = await newContext('pc')
+  try {
+    const host = await newPage(pc)
+    await login(host, 'trainee01')
+    const classes = await api(host, 'GET', '/api/v1/classes')
+    const created = await api(host, 'POST', '/api/v1/rooms', {
+      class_id: classes.body[0].id,
+      kind: 'live_commerce',
+      title: `模拟买家练习 ${Date.now().toString(36)}`,
+    })
+    assert.equal(created.status, 201, JSON.stringify(created.body))
+    const roomPath = `/rooms/${created.body.id}`
+    await host.goto(roomPath)
+    await host.getByTestId('page-live-room').waitFor()
+    const tools = host.getByTestId('host-tools')
+    await tools.getByTestId('tool-tab-bots').click()
+    const bots = tools.getByTestId('tool-bots')
+    // Not live yet: the tab says so and cannot start.
+    await bots.getByTestId('bots-not-live').waitFor()
+    assert.equal(await bots.getByTestId('bots-submit').isDisabled(), true)
+    await host.locator('[data-testid="start-live"]:not([disabled])').click()
+    await host.getByTestId('live-status').filter({ hasText: '直播中' }).waitFor()
+    await bots.getByTestId('bots-not-live').waitFor({ state: 'detached' })
+
+    // 12 bots, fast, all chatty.
+    await bots.getByTestId('bots-count').fill('12')
+    await bots.getByTestId('bots-arrivals').fill('120')
+    await bots.getByTestId('bots-comment').fill('100')
+    await bots.getByTestId('bots-like').fill('100')
+    await bots.getByTestId('bots-submit').click()
+    await host.getByText('模拟买家已开始进场').first().waitFor()
+    await host.locator('[data-testid="tool-bots"][data-running="true"]').waitFor()
+    // The room's viewer count rises to the 12 bots; their comments scroll by as danmaku.
+    await host.waitForFunction(() => Number(document.querySelector('[data-testid="viewer-count"]')?.textContent) >= 12, null, { timeout: 30000 })
+    await host.getByTestId('danmaku-item').filter({ hasText: /./ }).first().waitFor({ timeout: 45000 })
+    await host.getByTestId('chat-message').filter({ hasText: '买家·' }).first().waitFor({ timeout: 45000 })
+    await bots.getByTestId('bots-present').filter({ hasText: /^12/ }).waitFor({ timeout: 10000 })
+    await shot(host, 'commerce-bots-pc.png')
+
+    // At phone width (the same session: a second login would end this one), the tab is usable.
+    await host.setViewportSize(VIEWPORTS.phone.viewport)
+    if (!(await bots.isVisible())) await host.getByTestId('host-tools-toggle').click()
+    await bots.getByTestId('bots-present').filter({ hasText: /^12/ }).waitFor()
+    await bots.getByTestId('bots-submit').scrollIntoViewIfNeeded()
+    await screen(host, 'commerce-bots-phone.png')
+    const box = await bots.getByTestId('bots-count-range').boundingBox()
+    assert.ok(box && box.width > 150 && box.x >= 0 && box.x + box.width <= 390, `the slider fits: ${JSON.stringify(box)}`)
+    await host.setViewportSize(VIEWPORTS.pc.viewport)
+
+    // The dashboard says how much of the traffic is simulated.
+    await tools.getByTestId('tool-tab-dash').click()
+    const share = host.getByTestId('bot-share')
+    await share.waitFor({ timeout: 15000 })
+    await host.waitForFunction(() => Number(document.querySelector('[data-testid="bot-share"]')?.dataset.botViewers) >= 12, null, { timeout: 15000 })
+    assert.match(await share.innerText(), /模拟买家/)
+    await share.scrollIntoViewIfNeeded()
+    await screen(host, 'commerce-bots-dashboard-pc.png')
+
+    // Removed: they leave.
+    await tools.getByTestId('tool-tab-bots').click()
+    await bots.getByTestId('bots-stop').click()
+    await host.getByText('模拟买家已全部离开').first().waitFor()
+    await host.waitForFunction(() => Number(document.querySelector('[data-testid="viewer-count"]')?.textContent) <= 1, null, { timeout: 15000 })
+    await host.locator('[data-testid="end-live"]:not([disabled])').click()
+    await host.getByTestId('end-live-confirm').click()
+    await host.getByTestId('live-status').filter({ hasText: '直播中' }).waitFor({ state: 'detached' })
+    host.assertClean()
+  } finally {
+    await pc.close()
   }
 })
 

@@ -21,6 +21,8 @@ pub struct SessionNumbers {
     pub coupons_claimed: i64,
     pub flash_sales: i64,
     pub lucky_bags: i64,
+    /// Buyer bots among the unique viewers (simulated traffic).
+    pub bot_viewers: i64,
     /// The best-selling product and its share of the GMV (0–1).
     pub top_product: Option<(String, f64)>,
 }
@@ -50,6 +52,15 @@ pub fn diagnose(n: &SessionNumbers) -> Diagnosis {
         d.improve
             .push("本场没有观众进入直播间：开播前在班级群预告时间和福利，邀请同学进场".into());
         return d;
+    }
+    // Simulated traffic is said first, so nobody mistakes the numbers below for real viewers'.
+    if n.bot_viewers > 0 {
+        d.improve.push(format!(
+            "本场 {} 位观众中有 {} 位是模拟买家（{}）：互动和成交数字含模拟流量，邀请同学进场才能检验真实效果",
+            n.unique_viewers,
+            n.bot_viewers,
+            percent(n.bot_viewers as f64 / n.unique_viewers as f64)
+        ));
     }
     let minutes = n.duration_ms as f64 / 60_000.0;
     // Retention: average watch time against the live's length.
@@ -144,6 +155,24 @@ mod tests {
         assert!(d.worked.is_empty());
         assert_eq!(d.improve.len(), 1);
         assert!(d.improve[0].contains("没有观众"));
+    }
+
+    #[test]
+    fn simulated_viewers_are_named_first() {
+        let d = diagnose(&SessionNumbers {
+            unique_viewers: 40,
+            bot_viewers: 30,
+            ..Default::default()
+        });
+        assert!(
+            d.improve[0].contains("40 位观众中有 30 位是模拟买家（75.0%）"),
+            "{d:?}"
+        );
+        let d = diagnose(&SessionNumbers {
+            unique_viewers: 40,
+            ..Default::default()
+        });
+        assert!(!d.improve.iter().any(|s| s.contains("模拟买家")), "{d:?}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ use password::PasswordHasher;
 
 /// Bus topic on which ended sessions are announced (payload: JSON [`SessionEnded`]).
 pub const SESSION_ENDED_TOPIC: &str = "identity.session_ended";
+/// Someone's roles changed: every node drops its cached principals (payload: the account id).
+pub const PRINCIPAL_CHANGED_TOPIC: &str = "identity.principal_changed";
 
 /// The five roles. A person may hold several.
 #[derive(
@@ -85,6 +87,10 @@ pub struct Principal {
     /// SHA-256 of the session token (never the token itself).
     pub session_hash: String,
     pub csrf_token: String,
+    /// Set only for a buyer bot of this class (commerce's simulated traffic), which acts
+    /// in-process without a session: it may enter that class's rooms and buy there as a viewer,
+    /// and sees nothing else. `None` for everyone who logs in.
+    pub bot_class: Option<i64>,
 }
 
 impl Principal {
@@ -157,8 +163,9 @@ pub struct NewAccount {
 pub struct Identity {
     /// Recently authenticated sessions, so a busy client (a flash-sale tap per second) does
     /// not cost three queries a request. Entries live [`SESSION_CACHE_TTL`] at most and leave
-    /// at once when this node ends the session or hears on the bus that another node did;
-    /// role changes made on another node show within the TTL.
+    /// at once when this node ends the session or hears on the bus that another node did, or
+    /// that someone's roles changed; while the bus is down, other nodes' changes show within
+    /// the TTL.
     sessions: moka::sync::Cache<String, Arc<CachedSession>>,
     db: Db,
     keys: Arc<Keys>,
@@ -170,8 +177,12 @@ pub struct Identity {
 }
 
 const SESSION_TOUCH_INTERVAL_MS: i64 = 60_000;
-/// How long an authenticated session is answered from memory.
-pub const SESSION_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long an authenticated session is answered from memory: as long as its `last_seen_at`
+/// may lag anyway ([`SESSION_TOUCH_INTERVAL_MS`]). Ends and role changes reach every node's
+/// cache through the bus at once; the TTL bounds what a node misses while the bus is down.
+/// (At 5 s, a flash sale's crowd, which loads the card during the countdown and taps when it
+/// opens, found the cache cold: three queries a tap.)
+pub const SESSION_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug)]
 struct CachedSession {
@@ -206,23 +217,34 @@ impl Identity {
         }
     }
 
-    /// Forgets cached sessions that end anywhere in the cluster (run once per node).
+    /// Forgets cached sessions that end anywhere in the cluster, and every cached principal
+    /// when someone's roles change anywhere (run once per node).
     pub async fn watch_session_ends(self: &Arc<Self>) {
         let mut ends = self.bus.subscribe(SESSION_ENDED_TOPIC).await;
+        let mut changes = self.bus.subscribe(PRINCIPAL_CHANGED_TOPIC).await;
         let identity = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Some(message) = ends.recv().await {
+            loop {
+                let (end, change) = tokio::select! {
+                    m = ends.recv() => (m, None),
+                    m = changes.recv() => (None, m),
+                };
                 let Some(identity) = identity.upgrade() else {
                     break;
                 };
-                match message {
-                    Ok(bytes) => {
+                match (end, change) {
+                    (Some(Ok(bytes)), _) => {
                         if let Ok(end) = serde_json::from_slice::<SessionEnded>(&bytes) {
                             identity.sessions.invalidate(&end.session_hash);
                         }
                     }
+                    // Roles are rare to change: dropping everything is simpler than an index
+                    // by account, and costs one query per active session.
+                    (_, Some(Ok(_))) => identity.sessions.invalidate_all(),
                     // Missed some: drop everything rather than serve an ended session.
-                    Err(_) => identity.sessions.invalidate_all(),
+                    (Some(Err(_)), _) | (_, Some(Err(_))) => identity.sessions.invalidate_all(),
+                    // The bus is gone (shutdown).
+                    (None, None) => break,
                 }
             }
         });
@@ -269,7 +291,8 @@ impl Identity {
         let username = Username::parse(username).ok();
         let row = match &username {
             Some(u) => sqlx::query(
-                "SELECT id, password_hash, failed_logins, locked_until, disabled FROM accounts WHERE username = $1",
+                // Buyer bots (is_bot) never log in: they are answered as unknown usernames.
+                "SELECT id, password_hash, failed_logins, locked_until, disabled FROM accounts WHERE username = $1 AND is_bot = 0",
             )
             .bind(u.as_str())
             .fetch_optional(self.db.pool())
@@ -534,6 +557,7 @@ impl Identity {
             roles: self.roles_of(account_id).await?,
             session_hash,
             csrf_token,
+            bot_class: None,
         })
     }
 
@@ -838,11 +862,14 @@ impl Identity {
             ));
         }
         let before = self.roles_of(account_id).await?;
-        let row = sqlx::query("SELECT institution_id, region_id FROM accounts WHERE id = $1")
-            .bind(account_id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(ApiError::not_found)?;
+        // A buyer bot gets no roles: it is not a person.
+        let row = sqlx::query(
+            "SELECT institution_id, region_id FROM accounts WHERE id = $1 AND is_bot = 0",
+        )
+        .bind(account_id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
         let institution_id: Option<i64> = row.try_get(0)?;
         let region_id: Option<i64> = row.try_get(1)?;
         if roles.contains(&Role::Supervisor) && region_id.is_none() {
@@ -884,8 +911,19 @@ impl Identity {
             )
             .await?;
         tx.commit().await?;
-        // Cached principals carry roles: drop them so the change shows at once here.
+        // Cached principals carry roles: drop them so the change shows at once here, and on
+        // the other nodes as soon as they hear it.
         self.sessions.invalidate_all();
+        if let Err(e) = self
+            .bus
+            .publish(
+                PRINCIPAL_CHANGED_TOPIC,
+                Bytes::from(account_id.to_string().into_bytes()),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "role change announced on this node only");
+        }
         Ok(())
     }
 
@@ -897,7 +935,7 @@ impl Identity {
         client: &ClientInfo,
     ) -> ApiResult<()> {
         let institution_id: Option<i64> =
-            sqlx::query("SELECT institution_id FROM accounts WHERE id = $1")
+            sqlx::query("SELECT institution_id FROM accounts WHERE id = $1 AND is_bot = 0")
                 .bind(account_id)
                 .fetch_optional(self.db.pool())
                 .await?

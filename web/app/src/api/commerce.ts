@@ -3,6 +3,7 @@
 // real-time side arrives as the hub's `commerce` events (CommerceEvent in protocol.ts).
 import { request } from './client'
 import type { Id, Ref } from './types'
+import type { VideoSummary } from './videos'
 
 const V1 = '/api/v1'
 const seg = (id: Id) => encodeURIComponent(String(id))
@@ -63,6 +64,8 @@ export interface ProductView {
   images: string[]
   status: ProductStatus
   skus: SkuView[]
+  /** Its ready short videos (短视频), oldest first. */
+  videos: VideoSummary[]
   created_at: number
   updated_at: number
 }
@@ -197,6 +200,8 @@ export interface ShelfItem {
   price_cents: number
   stock: number
   pinned: boolean
+  /** The product's ready short videos (短视频). */
+  videos: VideoSummary[]
 }
 
 export interface FlashSaleView {

@@ -66,6 +66,12 @@ export interface Dashboard {
   coupons_used: number
   flash_sales: FlashSaleResult[]
   lucky_bags: number
+  /** Simulated traffic (模拟买家) within the numbers above: bots among the unique viewers,
+   * their comments, their orders (any status) and the GMV of those sold. */
+  bot_viewers: number
+  bot_comments: number
+  bot_orders: number
+  bot_gmv_cents: number
   /** When these numbers were computed. */
   at: number
 }

@@ -281,7 +281,7 @@ export function useRoomCommerce(live: LiveRoom, roomId: () => number) {
         const item = state.shelf.find((s) => s.product_id === ev.product.id)
         for (const s of state.shelf) s.pinned = s.product_id === ev.product.id
         if (item) Object.assign(item, { title: ev.product.title, image: ev.product.image, price_cents: ev.product.price_cents, stock: ev.product.stock })
-        else state.shelf.push({ product_id: ev.product.id, shop_id: ev.product.shop_id, title: ev.product.title, image: ev.product.image, price_cents: ev.product.price_cents, stock: ev.product.stock, pinned: true })
+        else state.shelf.push({ product_id: ev.product.id, shop_id: ev.product.shop_id, title: ev.product.title, image: ev.product.image, price_cents: ev.product.price_cents, stock: ev.product.stock, pinned: true, videos: [] })
         break
       }
       case 'product_unpinned':
