@@ -8,6 +8,7 @@
 #   loadtest/bench-commerce.sh [buyers] [stock] [concurrency]     (defaults: 10000 1000 1000)
 #   MODES="embedded" BASELINES=0 loadtest/bench-commerce.sh      (one mode, no baselines)
 #   PROFILE=1 SKIP_BUILD=1 MODES=embedded BASELINES=0 loadtest/bench-commerce.sh   (perf of the burst)
+#   LOG_LEVEL="warn,sqlx::query=debug" …                          (every SQL statement in the server log)
 #
 # The server and the generator share both cores (the goal is stated "on 2 cores"); the table
 # gives attempts per wall second and per server CPU-second. Logins happen before the measured
@@ -30,6 +31,7 @@ require_tools
 ensure_build_deps
 ensure_cmd redis-benchmark redis-tools
 ensure_cmd psql postgresql-client
+[ "${PROFILE:-0}" = 1 ] && ensure_cmd perf linux-perf
 scripts/test-services.sh >/dev/null
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   say "building release binaries"

@@ -158,6 +158,10 @@ impl Commerce {
         }));
         tokio::spawn(sweep_forever(commerce.clone()));
         tokio::spawn(videos::recover(commerce.clone()));
+        tokio::spawn(forget_access_on_role_changes(
+            Arc::downgrade(&commerce.0),
+            commerce.app.bus.clone(),
+        ));
         commerce
     }
 
@@ -257,6 +261,23 @@ impl Commerce {
 
     pub(crate) async fn unpin_everywhere(&self, product: i64) -> ApiResult<()> {
         room_tools::unpin_everywhere(self, product).await
+    }
+}
+
+/// Room access carries roles (an instructor runs the tools of their classes' rooms): when
+/// someone's roles change on any node, drop every cached decision, as the session cache does.
+async fn forget_access_on_role_changes(
+    inner: std::sync::Weak<Inner>,
+    bus: Arc<dyn foundation::bus::Bus>,
+) {
+    let mut changes = bus
+        .subscribe(foundation::identity::PRINCIPAL_CHANGED_TOPIC)
+        .await;
+    while changes.recv().await.is_some() {
+        let Some(inner) = inner.upgrade() else {
+            break;
+        };
+        inner.access_cache.invalidate_all();
     }
 }
 

@@ -577,45 +577,67 @@ pub async fn upload(
         .await?;
     let bytes = upload.bytes;
 
-    let now = state.clock.now_millis();
-    let mut tx = state.db.begin_write().await?;
-    if count_active(&mut tx, product.id).await? >= MAX_VIDEOS_PER_PRODUCT {
-        return Err(too_many());
-    }
-    let id: i64 = sqlx::query(
-        "INSERT INTO product_videos (product_id, uploader_id, status, store_id, source_bytes, created_at) \
-         VALUES ($1, $2, 'processing', $3, $4, $5) RETURNING id",
-    )
-    .bind(product.id)
-    .bind(p.account_id)
-    .bind(&store)
-    .bind(bytes as i64)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?
-    .try_get(0)?;
-    tx.commit().await?;
+    // From the row's insert to the job's start runs in a task of its own: a client that hangs
+    // up now (which drops this handler's future) cannot leave a row `processing` with no job.
+    let product_id = product.id;
+    let uploader = p.account_id;
+    let keep = tokio::spawn({
+        let (state, commerce) = (state.clone(), commerce.clone());
+        async move {
+            let videos = &commerce.videos;
+            let now = state.clock.now_millis();
+            let mut tx = state.db.begin_write().await?;
+            // SQLite's write transaction is already exclusive; PostgreSQL's must lock the
+            // product, or two uploads at once could both count 4 and make 6.
+            if state.db.backend() == foundation::db::Backend::Postgres {
+                sqlx::query("SELECT id FROM products WHERE id = $1 FOR UPDATE")
+                    .bind(product_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if count_active(&mut tx, product_id).await? >= MAX_VIDEOS_PER_PRODUCT {
+                return Err(too_many());
+            }
+            let id: i64 = sqlx::query(
+            "INSERT INTO product_videos (product_id, uploader_id, status, store_id, source_bytes, created_at) \
+             VALUES ($1, $2, 'processing', $3, $4, $5) RETURNING id",
+        )
+        .bind(product_id)
+        .bind(uploader)
+        .bind(&store)
+        .bind(bytes as i64)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+            tx.commit().await?;
 
-    let folder = videos.folder(id);
-    let adopted = async {
-        tokio::fs::create_dir_all(&folder).await?;
-        let source = folder.join("source");
-        tokio::task::spawn_blocking(move || upload.temp.persist(source).map(drop))
-            .await
-            .map_err(std::io::Error::other)?
-            .map_err(|e| e.error)
-    }
-    .await;
-    if let Err(e) = adopted {
-        let _ = sqlx::query("DELETE FROM product_videos WHERE id = $1")
-            .bind(id)
-            .execute(state.db.pool())
+            let folder = videos.folder(id);
+            let adopted = async {
+                tokio::fs::create_dir_all(&folder).await?;
+                let source = folder.join("source");
+                tokio::task::spawn_blocking(move || upload.temp.persist(source).map(drop))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(|e| e.error)
+            }
             .await;
-        let _ = tokio::fs::remove_dir_all(&folder).await;
-        return Err(ApiError::internal(format!("keeping an upload: {e}")));
-    }
-    tracing::info!(video = id, product = product.id, bytes, "video uploaded");
-    start_job(&commerce, id);
+            if let Err(e) = adopted {
+                let _ = sqlx::query("DELETE FROM product_videos WHERE id = $1")
+                    .bind(id)
+                    .execute(state.db.pool())
+                    .await;
+                let _ = tokio::fs::remove_dir_all(&folder).await;
+                return Err(ApiError::internal(format!("keeping an upload: {e}")));
+            }
+            tracing::info!(video = id, product = product_id, bytes, "video uploaded");
+            start_job(&commerce, id);
+            Ok::<i64, ApiError>(id)
+        }
+    });
+    let id = keep
+        .await
+        .map_err(|e| ApiError::internal(format!("keeping an upload: {e}")))??;
     let row = video_row(&state, id)
         .await?
         .ok_or_else(ApiError::not_found)?;
@@ -896,8 +918,11 @@ async fn run_job(commerce: &Commerce, id: i64, cancel: &Arc<AtomicBool>) -> anyh
         if row_gone(commerce, id).await? {
             remove_folder(&folder).await;
         }
+    } else if outcome.is_err() {
+        // A failed video keeps no files (an output renamed before a later step failed included).
+        remove_folder(&folder).await;
     } else {
-        // Ready or failed, the upload is not needed any more.
+        // Ready: the upload is not needed any more.
         remove_file(&folder.join("source")).await;
     }
     Ok(())
@@ -922,10 +947,15 @@ pub(crate) async fn recover(commerce: Commerce) {
 async fn try_recover(commerce: &Commerce) -> anyhow::Result<()> {
     let videos = &commerce.videos;
     let store = videos.store_id().await?.to_owned();
+    // Only rows from before this start: an upload taken since is this process's own, and may
+    // not have moved its file in yet.
+    let started = commerce.app.clock.now_millis();
     let rows = sqlx::query(
-        "SELECT id, attempts FROM product_videos WHERE status = 'processing' AND store_id = $1 ORDER BY id",
+        "SELECT id, attempts FROM product_videos WHERE status = 'processing' AND store_id = $1 \
+         AND created_at < $2 ORDER BY id",
     )
     .bind(&store)
+    .bind(started)
     .fetch_all(commerce.app.db.pool())
     .await?;
     for row in &rows {

@@ -273,10 +273,17 @@ pub async fn run(args: CommerceArgs) -> Res<()> {
                         return out;
                     };
                     let sent = Instant::now();
-                    let outcome = conn
-                        .send("POST", sale_path, token, Some(key))
-                        .await
-                        .unwrap_or_else(|e| (0, bytes::Bytes::from(e.to_string())));
+                    let outcome = match conn.send("POST", sale_path, token, Some(key)).await {
+                        Ok(outcome) => outcome,
+                        Err(e) => {
+                            // A broken connection would fail every later buyer at once and
+                            // count them as attempts: open a new one for the next.
+                            if let Ok(fresh) = Conn::open(&conn.authority).await {
+                                *conn = fresh;
+                            }
+                            (0, bytes::Bytes::from(e.to_string()))
+                        }
+                    };
                     latencies.record(sent.elapsed().as_micros() as u64);
                     out.push(outcome);
                 }

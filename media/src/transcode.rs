@@ -278,11 +278,24 @@ fn duration_ms(ictx: &ffmpeg::format::context::Input) -> Option<i64> {
     (d > 0).then_some(d / 1000)
 }
 
+/// Demuxers an upload may be read with: video containers and raw video streams only.
+/// Playlists and references (`hls`, `concat`, …) are left out, so an upload cannot make ffmpeg
+/// read other files on this machine (another shop's videos) into what is served back.
+const UPLOAD_FORMATS: &str = "mov,matroska,avi,flv,mpegts,mpeg,asf,ogg,m4v,h264,hevc,mpegvideo";
+
+/// Opens an uploaded file with [`UPLOAD_FORMATS`] and the `file` protocol only.
+fn open_upload(input: &Path) -> Result<ffmpeg::format::context::Input, TranscodeError> {
+    let mut options = ffmpeg::Dictionary::new();
+    options.set("format_whitelist", UPLOAD_FORMATS);
+    options.set("protocol_whitelist", "file");
+    ffmpeg::format::input_with_dictionary(input, options)
+        .map_err(|e| TranscodeError::Unreadable(e.to_string()))
+}
+
 /// Reads the headers only: is this a video this server can transcode, and how long is it?
 pub fn probe(input: &Path, limits: &Limits) -> Result<VideoInfo, TranscodeError> {
     init()?;
-    let ictx =
-        ffmpeg::format::input(input).map_err(|e| TranscodeError::Unreadable(e.to_string()))?;
+    let ictx = open_upload(input)?;
     let chosen = choose_video(&ictx)?;
     let duration_ms = duration_ms(&ictx).unwrap_or(0);
     if duration_ms > limits.max_duration_ms {
@@ -727,8 +740,7 @@ pub fn transcode(
 ) -> Result<VideoInfo, TranscodeError> {
     init()?;
     let started = Instant::now();
-    let mut ictx =
-        ffmpeg::format::input(input).map_err(|e| TranscodeError::Unreadable(e.to_string()))?;
+    let mut ictx = open_upload(input)?;
     let chosen = choose_video(&ictx)?;
     if let Some(ms) = duration_ms(&ictx)
         && ms > limits.max_duration_ms
@@ -1237,6 +1249,36 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn a_playlist_cannot_pull_in_other_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Someone else's video on this machine, and an "upload" that points at it.
+        let other = clip(
+            dir.path(),
+            "other.ts",
+            &["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"],
+            &["-t", "2", "-c:v", "mpeg2video", "-f", "mpegts"],
+        );
+        let playlist = dir.path().join("upload.bin");
+        std::fs::write(
+            &playlist,
+            format!(
+                "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{}\n#EXT-X-ENDLIST\n",
+                other.display()
+            ),
+        )
+        .expect("write the playlist");
+        assert!(
+            matches!(
+                probe(&playlist, &Limits::default()),
+                Err(TranscodeError::Unreadable(_))
+            ),
+            "an HLS playlist must not be opened"
+        );
+        // The referenced file itself is a video the whitelist lets through.
+        assert!(probe(&other, &Limits::default()).is_ok());
     }
 
     #[test]

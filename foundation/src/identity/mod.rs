@@ -167,6 +167,12 @@ pub struct Identity {
     /// that someone's roles changed; while the bus is down, other nodes' changes show within
     /// the TTL.
     sessions: moka::sync::Cache<String, Arc<CachedSession>>,
+    /// Bumped before every whole-cache invalidation (a role change), so a principal loaded
+    /// before one is not cached after it (`remember`).
+    cache_epoch: std::sync::atomic::AtomicU64,
+    /// Sessions ended within the TTL, so a request that loaded one just before it ended does
+    /// not cache it after (`remember`): a logout racing a request cannot leave it usable.
+    recently_ended: moka::sync::Cache<String, ()>,
     db: Db,
     keys: Arc<Keys>,
     hasher: PasswordHasher,
@@ -207,6 +213,11 @@ impl Identity {
                 .max_capacity(200_000)
                 .time_to_live(SESSION_CACHE_TTL)
                 .build(),
+            cache_epoch: std::sync::atomic::AtomicU64::new(0),
+            recently_ended: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(SESSION_CACHE_TTL)
+                .build(),
             db,
             keys,
             hasher,
@@ -235,19 +246,49 @@ impl Identity {
                 match (end, change) {
                     (Some(Ok(bytes)), _) => {
                         if let Ok(end) = serde_json::from_slice::<SessionEnded>(&bytes) {
-                            identity.sessions.invalidate(&end.session_hash);
+                            identity.forget_session(&end.session_hash);
                         }
                     }
                     // Roles are rare to change: dropping everything is simpler than an index
                     // by account, and costs one query per active session.
-                    (_, Some(Ok(_))) => identity.sessions.invalidate_all(),
+                    (_, Some(Ok(_))) => identity.forget_all(),
                     // Missed some: drop everything rather than serve an ended session.
-                    (Some(Err(_)), _) | (_, Some(Err(_))) => identity.sessions.invalidate_all(),
+                    (Some(Err(_)), _) | (_, Some(Err(_))) => identity.forget_all(),
                     // The bus is gone (shutdown).
                     (None, None) => break,
                 }
             }
         });
+    }
+
+    fn cache_epoch(&self) -> u64 {
+        self.cache_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Caches a session loaded since `epoch`, unless the whole cache was dropped meanwhile or
+    /// this session has ended (then what was loaded may be stale). Checked again after the
+    /// insert, so an invalidation between the check and the insert still removes it.
+    fn remember(&self, epoch: u64, session_hash: String, cached: CachedSession) {
+        let stale =
+            || self.cache_epoch() != epoch || self.recently_ended.contains_key(&session_hash);
+        if stale() {
+            return;
+        }
+        self.sessions.insert(session_hash.clone(), Arc::new(cached));
+        if stale() {
+            self.sessions.invalidate(&session_hash);
+        }
+    }
+
+    fn forget_session(&self, session_hash: &str) {
+        self.recently_ended.insert(session_hash.to_owned(), ());
+        self.sessions.invalidate(session_hash);
+    }
+
+    fn forget_all(&self) {
+        self.cache_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.sessions.invalidate_all();
     }
 
     pub fn keys(&self) -> &Keys {
@@ -434,17 +475,19 @@ impl Identity {
         for old in replaced {
             self.announce_end(account_id, old, "replaced").await;
         }
+        let epoch = self.cache_epoch();
         let principal = self
             .load_principal(account_id, session_hash.clone(), csrf_token)
             .await?;
         // The client's next requests follow at once: answer them from memory.
-        self.sessions.insert(
+        self.remember(
+            epoch,
             session_hash,
-            Arc::new(CachedSession {
+            CachedSession {
                 principal: principal.clone(),
                 last_seen: now,
                 expires_at: (now + self.policy.max_ms).min(now + self.policy.idle_ms),
-            }),
+            },
         );
         Ok(LoginSuccess { token, principal })
     }
@@ -466,6 +509,7 @@ impl Identity {
         {
             return Ok(cached.principal.clone());
         }
+        let epoch = self.cache_epoch();
         let row = sqlx::query(
             "SELECT account_id, csrf_token, last_seen_at, expires_at FROM sessions WHERE token_hash = $1",
         )
@@ -499,13 +543,14 @@ impl Identity {
         let principal = self
             .load_principal(account_id, session_hash.clone(), csrf_token)
             .await?;
-        self.sessions.insert(
+        self.remember(
+            epoch,
             session_hash,
-            Arc::new(CachedSession {
+            CachedSession {
                 principal: principal.clone(),
                 last_seen,
                 expires_at: expires_at.min(last_seen + self.policy.idle_ms),
-            }),
+            },
         );
         Ok(principal)
     }
@@ -595,7 +640,7 @@ impl Identity {
     }
 
     async fn announce_end(&self, account_id: i64, session_hash: String, reason: &str) {
-        self.sessions.invalidate(&session_hash);
+        self.forget_session(&session_hash);
         let event = SessionEnded {
             account_id,
             session_hash,
@@ -913,7 +958,7 @@ impl Identity {
         tx.commit().await?;
         // Cached principals carry roles: drop them so the change shows at once here, and on
         // the other nodes as soon as they hear it.
-        self.sessions.invalidate_all();
+        self.forget_all();
         if let Err(e) = self
             .bus
             .publish(
