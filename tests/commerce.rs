@@ -446,6 +446,150 @@ async fn flash_sale_with_redis_gates(backend: Backend) {
     flash_sale_never_oversells(&app).await;
 }
 
+/// The database's own guard holds even when the gate is wrong: the sale's stock is cut behind
+/// the gate's back, a crowd buys at once, and only what the database holds is sold (the group
+/// write is refused as a whole and redone order by order).
+async fn flash_sale_database_guard_holds_when_the_gate_is_wrong(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (host, _shop, _product, skus) = open_shop(&app, 100).await;
+    let room = app.create_room(&host, "秒杀兜底").await;
+    let (status, body) = post(&app, &host, &format!("/api/v1/rooms/{room}/flash-sales"),
+        json!({"sku_id": skus[0], "price_cents": 990, "stock": 20, "per_user_limit": 1, "starts_in_seconds": 0, "duration_seconds": 600})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let sale = body["id"].as_i64().unwrap();
+    let path = format!("/api/v1/flash-sales/{sale}/orders");
+    let tokens = viewers(&app, 26).await;
+    // The first order loads the gate with 20 units.
+    let (status, first) = post_keyed(&app, &tokens[0], &path, "first", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    sqlx::query("UPDATE flash_sales SET stock = 6 WHERE id = $1")
+        .bind(sale)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    let results: Vec<(StatusCode, Value)> = futures::stream::iter(tokens[1..].iter().enumerate())
+        .map(|(i, token)| {
+            let path = path.clone();
+            let app = &app;
+            async move { post_keyed(app, token, &path, &format!("k{i}"), json!({})).await }
+        })
+        .buffer_unordered(25)
+        .collect()
+        .await;
+    let mut won = 0;
+    for (status, body) in &results {
+        match status.as_u16() {
+            201 => won += 1,
+            409 => assert_eq!(body["code"], "sold_out", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(won, 5, "only the database's stock is sold");
+    let (orders, sold): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM orders WHERE flash_sale_id = $1), (SELECT sold FROM flash_sales WHERE id = $1)",
+    )
+    .bind(sale)
+    .fetch_one(app.state.db.pool())
+    .await
+    .unwrap();
+    assert_eq!((orders, sold), (6, 6));
+    let sku_sold: i64 = sqlx::query_scalar("SELECT sold FROM skus WHERE id = $1")
+        .bind(skus[0])
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(sku_sold, 6, "the SKU counts exactly the orders written");
+    let events: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM order_events e JOIN orders o ON o.id = e.order_id WHERE o.flash_sale_id = $1 AND e.action = 'place'",
+    )
+    .bind(sale)
+    .fetch_one(app.state.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(events, 6, "every order has its place event");
+}
+
+/// A group commit of many orders: the database is held locked while a crowd of winners
+/// queues, so that on release the writer takes them in one group of more than one multi-row
+/// statement's worth (32), with one buyer's same key sent twice inside it. Every key gets its
+/// own order, the repeated key the same one, and the counters match the rows.
+async fn flash_sale_group_commit_of_many_orders(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (host, _shop, _product, skus) = open_shop(&app, 100).await;
+    let room = app.create_room(&host, "秒杀大批").await;
+    let (status, body) = post(&app, &host, &format!("/api/v1/rooms/{room}/flash-sales"),
+        json!({"sku_id": skus[0], "price_cents": 990, "stock": 90, "per_user_limit": 3, "starts_in_seconds": 0, "duration_seconds": 600})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let sale = body["id"].as_i64().unwrap();
+    let path = format!("/api/v1/flash-sales/{sale}/orders");
+    let tokens = viewers(&app, 29).await;
+    // Loads the gate, the sale and every buyer's session before the lock.
+    let (status, first) = post_keyed(&app, &tokens[0], &path, "warm", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    for token in &tokens[1..] {
+        let (status, _) = app.get(token, &format!("/api/v1/flash-sales/{sale}")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Hold the writer: SQLite's write lock, PostgreSQL's lock on the sale's row.
+    let mut lock = app.state.db.begin_write().await.unwrap();
+    if matches!(backend, Backend::Postgres) {
+        sqlx::query("SELECT id FROM flash_sales WHERE id = $1 FOR UPDATE")
+            .bind(sale)
+            .fetch_one(&mut *lock)
+            .await
+            .unwrap();
+    }
+    // 28 buyers with two keys each, and tokens[1] sends its first key twice (its limit is 3,
+    // so the gate lets all three through).
+    let requests: Vec<(usize, String)> = (1..tokens.len())
+        .flat_map(|i| [(i, format!("many-{i}-a")), (i, format!("many-{i}-b"))])
+        .chain(std::iter::once((1, "many-1-a".to_owned())))
+        .collect();
+    let crowd = futures::stream::iter(requests)
+        .map(|(i, key)| {
+            let (app, path, token) = (&app, path.clone(), tokens[i].clone());
+            async move { (i, post_keyed(app, &token, &path, &key, json!({})).await) }
+        })
+        .buffer_unordered(100)
+        .collect::<Vec<_>>();
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        lock.rollback().await.unwrap();
+    };
+    let (results, ()) = tokio::join!(crowd, release);
+    let mut ids = std::collections::HashMap::<usize, Vec<i64>>::new();
+    for (i, (status, body)) in &results {
+        assert_eq!(*status, StatusCode::CREATED, "buyer {i}: {body}");
+        ids.entry(*i)
+            .or_default()
+            .push(body["id"].as_i64().unwrap());
+    }
+    assert_eq!(ids.len(), 28);
+    let mut repeated = ids[&1].clone();
+    repeated.sort_unstable();
+    repeated.dedup();
+    assert_eq!(repeated.len(), 2, "the same key answers the same order");
+    let distinct: std::collections::HashSet<i64> = ids.values().flatten().copied().collect();
+    assert_eq!(distinct.len(), 56, "one order per key");
+    let (orders, sold, events): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM orders WHERE flash_sale_id = $1), (SELECT sold FROM flash_sales WHERE id = $1), \
+         (SELECT COUNT(*) FROM order_events e JOIN orders o ON o.id = e.order_id WHERE o.flash_sale_id = $1)",
+    )
+    .bind(sale)
+    .fetch_one(app.state.db.pool())
+    .await
+    .unwrap();
+    assert_eq!((orders, sold, events), (57, 57, 57));
+    let sku_sold: i64 = sqlx::query_scalar("SELECT sold FROM skus WHERE id = $1")
+        .bind(skus[0])
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(sku_sold, 57);
+    let (_, view) = app.get(&host, &format!("/api/v1/flash-sales/{sale}")).await;
+    assert_eq!(view["remaining"], 33, "{view}");
+}
+
 async fn red_packet_shares_are_exact(app: &TestApp) {
     let host = app.token("trainee01").await;
     let room = app.create_room(&host, "红包雨").await;
@@ -743,6 +887,261 @@ async fn lucky_bag_draw_can_be_recomputed(backend: Backend) {
     assert_eq!(winners, expected, "anyone can recompute the winners");
 }
 
+/// Trainee accounts (id, username) by id: the first is trainee01, the host of these tests.
+async fn trainee_accounts(app: &TestApp) -> Vec<(i64, String)> {
+    sqlx::query_as("SELECT id, username FROM accounts WHERE username LIKE 'trainee%' ORDER BY id")
+        .fetch_all(app.state.db.pool())
+        .await
+        .unwrap()
+}
+
+/// Adds `ms` to an account's stored watch time in the room, as the hub's batch writer does.
+async fn add_watch(app: &TestApp, room: i64, account: i64, ms: i64, at: i64) {
+    sqlx::query(
+        "INSERT INTO room_viewers (room_id, account_id, watch_ms, first_seen_at, last_seen_at) VALUES ($1, $2, $3, $4, $4) \
+         ON CONFLICT (room_id, account_id) DO UPDATE SET watch_ms = room_viewers.watch_ms + excluded.watch_ms",
+    )
+    .bind(room)
+    .bind(account)
+    .bind(ms)
+    .bind(at)
+    .execute(app.state.db.pool())
+    .await
+    .unwrap();
+}
+
+/// A watch bag: only what is watched after the launch counts (the stored watch time then is
+/// its base), the host never enters, the draw waits for the last watch save, and anyone can
+/// recompute it. While it is open each viewer reads their progress.
+async fn lucky_bag_watch_task_counts_watching_during_the_countdown(backend: Backend) {
+    let clock = ManualClock::new(SystemClock.now_millis());
+    let app = spawn_app_with(backend, |_| {}, clock.clone()).await;
+    let host = app.token("trainee01").await;
+    let room = app.create_room(&host, "看满福袋").await;
+    let accounts = trainee_accounts(&app).await;
+    let host_id = accounts[0].0;
+    let v: Vec<i64> = accounts[1..=7].iter().map(|(id, _)| *id).collect();
+    // Before the launch everyone (the host too) has watched 10 minutes: it must not count.
+    let before = clock.now_millis();
+    for account in std::iter::once(host_id).chain(v[..5].iter().copied()) {
+        add_watch(&app, room, account, 600_000, before).await;
+    }
+    let (status, bag) = post(&app, &host, &format!("/api/v1/rooms/{room}/lucky-bags"),
+        json!({"prize": "蓝莓干礼盒", "winners": 2, "task": "watch", "watch_minutes": 2, "duration_seconds": 180})).await;
+    assert_eq!(status, StatusCode::CREATED, "{bag}");
+    assert_eq!(bag["task"], "watch");
+    assert_eq!(bag["watch_minutes"], 2);
+    assert!(bag["keyword"].is_null(), "{bag}");
+    let id = bag["id"].as_i64().unwrap();
+    let draws_at = bag["draws_at"].as_i64().unwrap();
+    // During the countdown: v0 exactly the 2 minutes, v1 a millisecond short, v2 more,
+    // v3 and v4 nothing more, v5 came only now (no base) and watched enough, v6 a minute; the
+    // host watched a lot.
+    let at = clock.now_millis() + 1_000;
+    for (account, ms) in [
+        (v[0], 120_000),
+        (v[1], 119_999),
+        (v[2], 170_000),
+        (v[5], 150_000),
+        (v[6], 60_000),
+        (host_id, 999_999),
+    ] {
+        add_watch(&app, room, account, ms, at).await;
+    }
+    let qualified = {
+        let mut q = vec![v[0], v[2], v[5]];
+        q.sort_unstable();
+        q
+    };
+    // Each viewer's progress while it is open; the host has none, a comment bag neither.
+    let tokens: Vec<String> = {
+        let mut t = Vec::new();
+        for (_, username) in &accounts[1..=7] {
+            t.push(app.token(username).await);
+        }
+        t
+    };
+    let path = format!("/api/v1/lucky-bags/{id}");
+    for (token, watched) in [
+        (&tokens[0], 120_000),
+        (&tokens[1], 119_999),
+        (&tokens[3], 0),
+        (&tokens[5], 150_000),
+    ] {
+        let (status, view) = app.get(token, &path).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(
+            view["my_watch"],
+            json!({"watched_ms": watched, "required_ms": 120_000})
+        );
+        assert!(view["seed"].is_null());
+    }
+    let (_, nobody) = app.get(&app.token("trainee09").await, &path).await;
+    assert_eq!(
+        nobody["my_watch"],
+        json!({"watched_ms": 0, "required_ms": 120_000})
+    );
+    let (_, own) = app.get(&host, &path).await;
+    assert!(own["my_watch"].is_null(), "{own}");
+    let (_, comment_bag) = post(&app, &host, &format!("/api/v1/rooms/{room}/lucky-bags"),
+        json!({"prize": "口令福袋", "winners": 1, "task": "comment", "keyword": "想要", "duration_seconds": 600})).await;
+    assert!(comment_bag["watch_minutes"].is_null(), "{comment_bag}");
+    let (_, comment_view) = app
+        .get(
+            &tokens[0],
+            &format!("/api/v1/lucky-bags/{}", comment_bag["id"]),
+        )
+        .await;
+    assert!(comment_view["my_watch"].is_null(), "{comment_view}");
+    // Past the deadline and a comment bag's grace, a watch bag still waits for the last save.
+    clock.advance_millis(draws_at + 9_000 - clock.now_millis());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (_, waiting) = app.get(&host, &path).await;
+    assert_eq!(waiting["status"], "open", "{waiting}");
+    clock.advance_millis(draws_at + 10_000 - clock.now_millis());
+    let drawn = wait_for(&app, &host, &path, "status", "drawn").await;
+    let entrants: Vec<i64> = serde_json::from_value(drawn["entrants"].clone()).unwrap();
+    assert_eq!(
+        entrants, qualified,
+        "exactly those who watched 2 minutes since the launch"
+    );
+    assert!(!entrants.contains(&host_id));
+    assert!(drawn["my_watch"].is_null(), "no progress once drawn");
+    let seed_bytes = hex::decode(drawn["seed"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&seed_bytes)),
+        bag["commitment"].as_str().unwrap()
+    );
+    let seed: [u8; 32] = seed_bytes.try_into().unwrap();
+    let winners: Vec<i64> = drawn["winner_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        winners,
+        commerce::core::lucky_bag::draw(&seed, &entrants, 2),
+        "anyone can recompute the winners"
+    );
+}
+
+/// A real viewer in a live room accrues watch time in the hub; the room task's save brings it
+/// to the database, and the viewer qualifies. The clock is virtual, the saves are real (every
+/// 5 s), so this takes a few seconds.
+async fn lucky_bag_watch_time_comes_from_the_hub(backend: Backend) {
+    let clock = ManualClock::new(SystemClock.now_millis());
+    let app = spawn_app_with(backend, |_| {}, clock.clone()).await;
+    let host = app.token("trainee01").await;
+    let room = app.create_room(&host, "看直播抽福袋").await;
+    let mut host_ws = app.ws(&host).await;
+    common::ws_send(&mut host_ws, json!({"v": 1, "type": "join", "room": room})).await;
+    common::ws_send(
+        &mut host_ws,
+        json!({"v": 1, "type": "start_live", "room": room}),
+    )
+    .await;
+    let viewer = app.token("trainee02").await;
+    let viewer_id = trainee_accounts(&app).await[1].0;
+    let mut viewer_ws = app.ws(&viewer).await;
+    common::ws_send(
+        &mut viewer_ws,
+        json!({"v": 1, "type": "join", "room": room}),
+    )
+    .await;
+    next_frame(&mut viewer_ws, |f| f["type"] == "joined").await;
+    let (status, bag) = post(&app, &host, &format!("/api/v1/rooms/{room}/lucky-bags"),
+        json!({"prize": "蓝莓干", "winners": 1, "task": "watch", "watch_minutes": 1, "duration_seconds": 60})).await;
+    assert_eq!(status, StatusCode::CREATED, "{bag}");
+    let id = bag["id"].as_i64().unwrap();
+    let launched = next_frame(&mut viewer_ws, |f| {
+        f["type"] == "event" && f["event"]["event"]["kind"] == "lucky_bag_launched"
+    })
+    .await;
+    assert_eq!(launched["event"]["event"]["bag"]["watch_minutes"], 1);
+    assert_eq!(launched["event"]["event"]["bag"]["task"], "watch");
+    // A minute passes; the room task's next watch save (within 5 s) stores it.
+    clock.advance_millis(61_000);
+    let path = format!("/api/v1/lucky-bags/{id}");
+    let mut progress = Value::Null;
+    for _ in 0..80 {
+        progress = app.get(&viewer, &path).await.1["my_watch"].clone();
+        if progress["watched_ms"].as_i64().unwrap_or_default() >= 60_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        progress["watched_ms"].as_i64().unwrap_or_default() >= 60_000,
+        "the hub's watch save reached the database: {progress}"
+    );
+    clock.advance_millis(10_000);
+    let drawn = wait_for(&app, &host, &path, "status", "drawn").await;
+    assert_eq!(drawn["entrants"], json!([viewer_id]), "{drawn}");
+    assert_eq!(drawn["winner_list"][0]["id"], viewer_id);
+}
+
+/// The next frame on a hub socket that matches (within 5 s).
+async fn next_frame(socket: &mut common::WsSocket, pred: impl Fn(&Value) -> bool) -> Value {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(message)) = socket.next().await {
+            let Ok(frame) = serde_json::from_str::<Value>(message.to_text().unwrap_or_default())
+            else {
+                continue;
+            };
+            if pred(&frame) {
+                return frame;
+            }
+        }
+        Value::Null
+    })
+    .await
+    .expect("the frame arrives")
+}
+
+/// A lucky bag's task is checked: what a watch bag needs, and that its countdown is long enough.
+async fn lucky_bag_tasks_are_checked(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let host = app.token("trainee01").await;
+    let room = app.create_room(&host, "福袋规则").await;
+    let path = format!("/api/v1/rooms/{room}/lucky-bags");
+    for body in [
+        json!({"prize": "礼盒", "winners": 1, "task": "watch", "duration_seconds": 600}),
+        json!({"prize": "礼盒", "winners": 1, "task": "watch", "watch_minutes": 0, "duration_seconds": 600}),
+        json!({"prize": "礼盒", "winners": 1, "task": "watch", "watch_minutes": 61, "duration_seconds": 3600}),
+        json!({"prize": "礼盒", "winners": 1, "task": "watch", "watch_minutes": 10, "duration_seconds": 599}),
+        json!({"prize": "礼盒", "winners": 1, "task": "watch", "watch_minutes": 1, "keyword": "想要", "duration_seconds": 60}),
+        json!({"prize": "礼盒", "winners": 1, "task": "comment", "keyword": "想要", "watch_minutes": 1, "duration_seconds": 60}),
+        json!({"prize": "礼盒", "winners": 1, "task": "comment", "duration_seconds": 60}),
+        json!({"prize": "礼盒", "winners": 1, "task": "share", "duration_seconds": 60}),
+    ] {
+        let (status, answer) = post(&app, &host, &path, body.clone()).await;
+        assert_error(status, &answer, 400, "validation_failed");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body} → {answer}"
+        );
+    }
+    let (status, answer) = post(&app, &host, &path,
+        json!({"prize": "礼盒", "winners": 1, "task": "watch", "watch_minutes": 10, "duration_seconds": 599})).await;
+    assert_error(status, &answer, 400, "validation_failed");
+    assert!(
+        answer["message"].as_str().unwrap().contains("600 秒"),
+        "the message says how long the countdown must be: {answer}"
+    );
+    // The edges are accepted: a minute in a minute, an empty keyword.
+    let (status, answer) = post(&app, &host, &path,
+        json!({"prize": "礼盒", "winners": 1, "task": "watch", "watch_minutes": 1, "keyword": "", "duration_seconds": 60})).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, answer) = post(&app, &host, &path,
+        json!({"prize": "礼盒", "winners": 1, "task": "watch", "watch_minutes": 60, "duration_seconds": 3600})).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (_, state) = app
+        .get(&host, &format!("/api/v1/rooms/{room}/commerce"))
+        .await;
+    assert_eq!(state["lucky_bags"][0]["watch_minutes"], 60, "{state}");
+}
+
 async fn bad_input_is_refused_clearly(backend: Backend) {
     let app = spawn_app(backend).await;
     let (host, shop, product, skus) = open_shop(&app, 5).await;
@@ -1003,10 +1402,15 @@ backend_tests!(
     unpaid_orders_expire_and_stock_returns,
     flash_sale_embedded,
     flash_sale_with_redis_gates,
+    flash_sale_database_guard_holds_when_the_gate_is_wrong,
+    flash_sale_group_commit_of_many_orders,
     red_packets_embedded,
     red_packets_with_redis_gates,
     expired_red_packet_returns_the_rest,
     coupons_apply_within_their_rules,
     lucky_bag_draw_can_be_recomputed,
+    lucky_bag_watch_task_counts_watching_during_the_countdown,
+    lucky_bag_watch_time_comes_from_the_hub,
+    lucky_bag_tasks_are_checked,
     bad_input_is_refused_clearly,
 );

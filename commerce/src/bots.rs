@@ -1140,6 +1140,8 @@ async fn load_offer(state: &AppState, room: i64, now: i64) -> ApiResult<Offer> {
     .bind(now)
     .fetch_all(state.db.pool())
     .await?;
+    // Only comment bags: a watch bag is entered by staying in the room, and the hub counts a
+    // bot's watch time like anyone's, so there is nothing to send for it.
     offer.lucky_bags = sqlx::query(
         "SELECT id, keyword, draws_at FROM lucky_bags WHERE room_id = $1 AND status = 'open' AND draws_at > $2 \
          AND task = 'comment' ORDER BY id",

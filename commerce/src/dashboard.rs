@@ -86,6 +86,10 @@ pub struct Dashboard {
     pub coupons_used: i64,
     pub flash_sales: Vec<FlashSaleResult>,
     pub lucky_bags: i64,
+    /// Of `lucky_bags`, those entered by watching (task `watch`). Reports written before watch
+    /// bags existed read 0.
+    #[serde(default)]
+    pub watch_lucky_bags: i64,
     /// How much of it was simulated traffic (模拟买家): the buyer bots among the unique
     /// viewers, their comments, their orders (any status) and the GMV of those sold. Reports
     /// written before bots existed read 0.
@@ -284,9 +288,10 @@ async fn compute(commerce: &Commerce, room: i64, now: i64) -> ApiResult<Dashboar
         })
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let (lucky_bags, _) = scalar_pair(
+    let (lucky_bags, watch_lucky_bags) = scalar_pair(
         state,
-        "SELECT COUNT(*), CAST(0 AS BIGINT) FROM lucky_bags WHERE room_id = $1 AND created_at >= $2 AND created_at <= $3",
+        "SELECT COUNT(*), CAST(SUM(CASE WHEN task = 'watch' THEN 1 ELSE 0 END) AS BIGINT) FROM lucky_bags \
+         WHERE room_id = $1 AND created_at >= $2 AND created_at <= $3",
         room,
         from,
         to,
@@ -359,6 +364,7 @@ async fn compute(commerce: &Commerce, room: i64, now: i64) -> ApiResult<Dashboar
         coupons_used,
         flash_sales,
         lucky_bags,
+        watch_lucky_bags,
         bot_viewers,
         bot_comments,
         bot_orders,
@@ -443,6 +449,7 @@ fn numbers_of(d: &Dashboard) -> SessionNumbers {
         coupons_claimed: d.coupons_claimed,
         flash_sales: d.flash_sales.len() as i64,
         lucky_bags: d.lucky_bags,
+        watch_lucky_bags: d.watch_lucky_bags,
         bot_viewers: d.bot_viewers,
         top_product,
     }

@@ -445,9 +445,10 @@ pub(crate) struct FlashWrite {
 const GROUP_COMMIT_MAX: usize = 256;
 
 /// Writes winners' orders in group commits: whatever is waiting when a transaction starts goes
-/// into it (up to [`GROUP_COMMIT_MAX`]), each order in a savepoint of its own, so one fsync
-/// makes a whole burst durable and one failing order does not fail the others. Every order is
-/// answered only after its transaction committed.
+/// into it (up to [`GROUP_COMMIT_MAX`]), so one fsync makes a whole burst durable. The group is
+/// written in a few multi-row statements; if a sale's guard refuses it, it is written again
+/// with each order in a savepoint of its own, so one failing order does not fail the others.
+/// Every order is answered only after its transaction committed.
 pub(crate) fn start_writer(db: foundation::db::Db) -> mpsc::Sender<FlashWrite> {
     let (tx, mut rx) = mpsc::channel::<FlashWrite>(4096);
     tokio::spawn(async move {
@@ -463,6 +464,88 @@ pub(crate) fn start_writer(db: foundation::db::Db) -> mpsc::Sender<FlashWrite> {
 }
 
 async fn commit_group(
+    db: &foundation::db::Db,
+    batch: &[FlashWrite],
+) -> Vec<Result<i64, WriteError>> {
+    match commit_group_at_once(db, batch).await {
+        Ok(Some(results)) => results,
+        // A sale's own guard refused the group's total (the gate let more through than the
+        // sale holds, or the sale closed): order by order, so the others still get theirs.
+        Ok(None) => commit_one_by_one(db, batch).await,
+        Err(e) => {
+            tracing::debug!(error = %e, orders = batch.len(), "flash-sale group write failed; order by order");
+            commit_one_by_one(db, batch).await
+        }
+    }
+}
+
+/// The whole group in a handful of statements: the orders and their events in multi-row
+/// inserts (`orders::insert_orders_once`), then one guarded `sold` update per sale and one per
+/// SKU. `None` (everything rolled back) when a sale's guard refuses the group's total.
+async fn commit_group_at_once(
+    db: &foundation::db::Db,
+    batch: &[FlashWrite],
+) -> Result<Option<Vec<Result<i64, WriteError>>>, sqlx::Error> {
+    let mut tx = db.begin_write().await?;
+    let new: Vec<(NewOrder<'_>, i64)> = batch
+        .iter()
+        .map(|w| {
+            let order = new_order(&w.sale.view, w.buyer, w.quantity, &w.address, &w.key, w.now);
+            (order, w.now)
+        })
+        .collect();
+    let ids = orders::insert_orders_once(&mut tx, db.backend(), &new).await?;
+    // Units per sale and per SKU of the orders written (a group rarely spans more than one).
+    let mut sales: Vec<(i64, i64)> = Vec::new();
+    let mut skus: Vec<(i64, i64)> = Vec::new();
+    for (write, id) in batch.iter().zip(&ids) {
+        if id.is_none() {
+            continue;
+        }
+        let add = |totals: &mut Vec<(i64, i64)>, key: i64| match totals
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+        {
+            Some((_, units)) => *units += write.quantity,
+            None => totals.push((key, write.quantity)),
+        };
+        add(&mut sales, write.sale.view.id);
+        add(&mut skus, write.sale.view.sku_id);
+    }
+    // Rows are locked in id order, so two nodes' groups cannot deadlock on PostgreSQL.
+    sales.sort_unstable();
+    skus.sort_unstable();
+    for (sale, units) in &sales {
+        let taken = sqlx::query(
+            "UPDATE flash_sales SET sold = sold + $1 WHERE id = $2 AND sold + $1 <= stock AND status = 'running'",
+        )
+        .bind(*units)
+        .bind(*sale)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if taken == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+    }
+    for (sku, units) in &skus {
+        sqlx::query("UPDATE skus SET sold = sold + $1 WHERE id = $2")
+            .bind(*units)
+            .bind(*sku)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(Some(
+        ids.into_iter()
+            .map(|id| id.ok_or(WriteError::Duplicate))
+            .collect(),
+    ))
+}
+
+/// The slow path: each order in a savepoint of its own, checked against its sale one by one.
+async fn commit_one_by_one(
     db: &foundation::db::Db,
     batch: &[FlashWrite],
 ) -> Vec<Result<i64, WriteError>> {

@@ -294,7 +294,12 @@ impl std::fmt::Debug for RedisGates {
 impl RedisGates {
     pub async fn connect(url: &str, namespace: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        // The library's default 500 ms answer timeout is shorter than a loaded box can need
+        // for a script, and a reserve that timed out has usually run: 2 s, like the bus.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(2)));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             conn,
             namespace: namespace.to_owned(),

@@ -266,33 +266,18 @@ pub(crate) async fn insert_order(
     order: &NewOrder<'_>,
     now: i64,
 ) -> Result<i64, sqlx::Error> {
-    let subtotal = order.unit_price_cents * order.quantity;
-    let row = sqlx::query(
-        "INSERT INTO orders (buyer_id, shop_id, sku_id, room_id, flash_sale_id, coupon_claim_id, product_title, \
-         sku_spec, quantity, unit_price_cents, subtotal_cents, discount_cents, total_cents, status, address, \
-         pay_deadline, idempotency_key, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending_payment', $14, $15, $16, $17, $17) \
-         RETURNING id",
-    )
-    .bind(order.buyer)
-    .bind(order.shop_id)
-    .bind(order.sku_id)
-    .bind(order.room_id)
-    .bind(order.flash_sale_id)
-    .bind(order.coupon_claim_id)
-    .bind(order.product_title)
-    .bind(order.sku_spec)
-    .bind(order.quantity)
-    .bind(order.unit_price_cents)
-    .bind(subtotal)
-    .bind(order.discount_cents)
-    .bind(subtotal - order.discount_cents)
-    .bind(order.address)
-    .bind(order.pay_deadline)
-    .bind(order.idempotency_key)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
+    // `$n` placeholders work on both engines; one row has too few to matter.
+    static INSERT_ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut sql = ORDER_INSERT_COLUMNS.to_owned();
+        push_order_values(
+            &mut sql,
+            &mut Placeholders::new(foundation::db::Backend::Postgres),
+        );
+        sql.push_str(" RETURNING id");
+        sql
+    });
+    let query = sqlx::query(sqlx::AssertSqlSafe(INSERT_ONE.as_str()));
+    let row = bind_order(query, order, now).fetch_one(&mut **tx).await?;
     let id: i64 = row.try_get(0)?;
     order_event(
         tx,
@@ -306,6 +291,169 @@ pub(crate) async fn insert_order(
     )
     .await?;
     Ok(id)
+}
+
+/// Columns of an order as [`insert_order`] and [`insert_orders_once`] write them.
+const ORDER_INSERT_COLUMNS: &str = "INSERT INTO orders (buyer_id, shop_id, sku_id, room_id, flash_sale_id, \
+     coupon_claim_id, product_title, sku_spec, quantity, unit_price_cents, subtotal_cents, discount_cents, \
+     total_cents, status, address, pay_deadline, idempotency_key, created_at, updated_at) VALUES ";
+/// Values bound per order: every column but `status`.
+const ORDER_BINDS: usize = 18;
+/// Orders per multi-row statement. Bounded because sqlx-sqlite looks each numbered parameter
+/// up by name (a linear scan in SQLite, so a statement's binding cost grows with the square of
+/// its parameters), and so that the few distinct statement texts stay in the statement cache.
+const ORDERS_PER_STATEMENT: usize = 32;
+
+/// Placeholders for a multi-row statement: SQLite's anonymous `?` (bound in order, with no
+/// name to look up), PostgreSQL's `$n`.
+struct Placeholders {
+    anonymous: bool,
+    next: usize,
+}
+
+impl Placeholders {
+    fn new(backend: foundation::db::Backend) -> Self {
+        Self {
+            anonymous: matches!(backend, foundation::db::Backend::Sqlite),
+            next: 0,
+        }
+    }
+
+    /// Appends the next `n` placeholders, comma-separated.
+    fn push(&mut self, sql: &mut String, n: usize) {
+        use std::fmt::Write as _;
+        for i in 0..n {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            self.next += 1;
+            if self.anonymous {
+                sql.push('?');
+            } else {
+                // Writing into a String cannot fail.
+                let _ = write!(sql, "${}", self.next);
+            }
+        }
+    }
+}
+
+/// The `(…)` of one order after [`ORDER_INSERT_COLUMNS`]: 13 values, the status, 5 values.
+fn push_order_values(sql: &mut String, ph: &mut Placeholders) {
+    sql.push('(');
+    ph.push(sql, 13);
+    sql.push_str(", '");
+    sql.push_str(OrderStatus::PendingPayment.as_str());
+    sql.push_str("', ");
+    ph.push(sql, ORDER_BINDS - 13);
+    sql.push(')');
+}
+
+fn bind_order<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    order: &NewOrder<'q>,
+    now: i64,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    let subtotal = order.unit_price_cents * order.quantity;
+    query
+        .bind(order.buyer)
+        .bind(order.shop_id)
+        .bind(order.sku_id)
+        .bind(order.room_id)
+        .bind(order.flash_sale_id)
+        .bind(order.coupon_claim_id)
+        .bind(order.product_title)
+        .bind(order.sku_spec)
+        .bind(order.quantity)
+        .bind(order.unit_price_cents)
+        .bind(subtotal)
+        .bind(order.discount_cents)
+        .bind(subtotal - order.discount_cents)
+        .bind(order.address)
+        .bind(order.pay_deadline)
+        .bind(order.idempotency_key)
+        .bind(now)
+        .bind(now)
+}
+
+/// Inserts many orders with their `place` events in a few multi-row statements (a flash
+/// sale's group commit). An order whose buyer already used its idempotency key is not written:
+/// its entry in the answer is `None`, the others hold the new ids, in input order. Each entry
+/// carries its own `now`.
+pub(crate) async fn insert_orders_once(
+    tx: &mut Transaction<'_, Any>,
+    backend: foundation::db::Backend,
+    orders: &[(NewOrder<'_>, i64)],
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    let mut written = std::collections::HashMap::with_capacity(orders.len());
+    for chunk in orders.chunks(ORDERS_PER_STATEMENT) {
+        let mut ph = Placeholders::new(backend);
+        let mut sql = String::with_capacity(ORDER_INSERT_COLUMNS.len() + chunk.len() * 110);
+        sql.push_str(ORDER_INSERT_COLUMNS);
+        for row in 0..chunk.len() {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            push_order_values(&mut sql, &mut ph);
+        }
+        sql.push_str(
+            " ON CONFLICT (buyer_id, idempotency_key) DO NOTHING RETURNING id, buyer_id, idempotency_key",
+        );
+        let mut query =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == ORDERS_PER_STATEMENT);
+        for (order, now) in chunk {
+            query = bind_order(query, order, *now);
+        }
+        // RETURNING gives no order guarantee: match rows back by (buyer, key), which is unique.
+        for row in query.fetch_all(&mut **tx).await? {
+            let id: i64 = row.try_get(0)?;
+            let buyer: i64 = row.try_get(1)?;
+            let key: Option<String> = row.try_get(2)?;
+            written.insert((buyer, key), id);
+        }
+    }
+    // A key repeated inside this very group is written once: only its first entry gets the id.
+    let mut seen = std::collections::HashSet::with_capacity(orders.len());
+    let ids: Vec<Option<i64>> = orders
+        .iter()
+        .map(|(o, _)| {
+            written
+                .get(&(o.buyer, o.idempotency_key.map(str::to_owned)))
+                .copied()
+                .filter(|id| seen.insert(*id))
+        })
+        .collect();
+    let events: Vec<(i64, i64, i64)> = orders
+        .iter()
+        .zip(&ids)
+        .filter_map(|((o, now), id)| id.map(|id| (id, o.buyer, *now)))
+        .collect();
+    for chunk in events.chunks(ORDERS_PER_STATEMENT * 4) {
+        let mut ph = Placeholders::new(backend);
+        let mut sql = String::from(
+            "INSERT INTO order_events (order_id, from_status, to_status, action, actor_id, note, at) VALUES ",
+        );
+        for row in 0..chunk.len() {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            ph.push(&mut sql, 1);
+            sql.push_str(", NULL, '");
+            sql.push_str(OrderStatus::PendingPayment.as_str());
+            sql.push_str("', 'place', ");
+            ph.push(&mut sql, 1);
+            sql.push_str(", '', ");
+            ph.push(&mut sql, 1);
+            sql.push(')');
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(chunk.len() == ORDERS_PER_STATEMENT * 4);
+        for (id, buyer, now) in chunk {
+            query = query.bind(*id).bind(*buyer).bind(*now);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(ids)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -229,12 +229,28 @@ fn check_activity(activity: &Activity, products: &[i64]) -> ApiResult<()> {
             winners,
             keyword,
             duration_seconds,
+            watch_minutes,
         } => {
             util::text(prize, "福袋奖品", 1, 40)?;
             util::count(*winners, "中奖人数", 1, 1000)?;
-            util::text(keyword.as_deref().unwrap_or_default(), "口令", 0, 20)?;
+            let keyword = util::text(keyword.as_deref().unwrap_or_default(), "口令", 0, 20)?;
             if let Some(secs) = duration_seconds {
                 util::count(*secs, "开奖倒计时（秒）", 10, 3600)?;
+            }
+            // The same rules as launching one (lucky_bags.rs): a watch bag has no keyword, and
+            // its countdown is long enough to watch the minutes.
+            if let Some(minutes) = watch_minutes {
+                util::count(*minutes, "福袋观看时长（分钟）", 1, 60)?;
+                if !keyword.is_empty() {
+                    return Err(ApiError::validation(
+                        "观看时长福袋不需要口令：观众看满时长即可参与",
+                    ));
+                }
+                if duration_seconds.is_some_and(|secs| secs < minutes * 60) {
+                    return Err(ApiError::validation(
+                        "福袋的开奖倒计时须不短于观看时长，否则没有人能满足条件",
+                    ));
+                }
             }
         }
     }

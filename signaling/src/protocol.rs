@@ -272,9 +272,12 @@ pub struct LuckyBagCard {
     pub id: i64,
     pub prize: String,
     pub winners: u32,
-    /// `comment`: send `keyword` in the chat.
+    /// `comment`: send `keyword` in the chat; `watch`: watch the live for `watch_minutes`
+    /// during the countdown.
     pub task: String,
     pub keyword: Option<String>,
+    /// Minutes to watch (task `watch`); null for comment bags.
+    pub watch_minutes: Option<u32>,
     #[ts(type = "number")]
     pub draws_at: i64,
     pub commitment: String,

@@ -317,7 +317,11 @@ pub enum ChatWrite {
     },
 }
 
-/// Starts the batch writer: up to 500 writes per transaction, at least every 100 ms.
+/// The longest the batch writer holds a write before starting its transaction (ms).
+pub const BATCH_DEADLINE_MS: u64 = 100;
+
+/// Starts the batch writer: up to 500 writes per transaction, at least every
+/// [`BATCH_DEADLINE_MS`].
 pub fn spawn_chat_writer(db: Db) -> mpsc::UnboundedSender<ChatWrite> {
     let (tx, mut rx) = mpsc::unbounded_channel::<ChatWrite>();
     tokio::spawn(async move {
@@ -325,7 +329,7 @@ pub fn spawn_chat_writer(db: Db) -> mpsc::UnboundedSender<ChatWrite> {
         loop {
             let Some(first) = rx.recv().await else { break };
             batch.push(first);
-            let deadline = tokio::time::sleep(Duration::from_millis(100));
+            let deadline = tokio::time::sleep(Duration::from_millis(BATCH_DEADLINE_MS));
             tokio::pin!(deadline);
             while batch.len() < 500 {
                 tokio::select! {

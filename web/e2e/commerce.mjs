@@ -5,7 +5,8 @@
 // card, buys with the coupon and pays, and finds the order in 订单; the host starts a flash sale
 // and the viewer grabs it (抢到了 → pays); the host sends a red packet and the viewer grabs an
 // amount; the host launches a lucky bag, the viewer sends the keyword from the card and sees
-// the draw with the revealed seed checked against the commitment; the merchant ships the order
+// the draw with the revealed seed checked against the commitment; a second bag asks to watch a
+// minute (观看时长) and the viewer's card shows the task and their progress; the merchant ships the order
 // in 店铺订单 and the buyer confirms receipt. The host's 数据看板 tab shows the two paid orders and
 // the GMV; the host ends the live and reads its 直播复盘 (numbers, charts, diagnosis), also from the
 // rooms list; instructor01 sees the session in the class's 直播数据 table, sorts it and opens it.
@@ -247,6 +248,25 @@ test('live commerce: shop, cart and 讲解中, coupon, buy and pay, flash sale, 
     await tools.getByTestId('host-bag').filter({ hasText: '已开奖' }).waitFor()
     await shot(viewer, 'commerce-viewer-phone.png')
     await shot(host, 'commerce-host-drawn-pc.png')
+
+    // ---- a watch lucky bag (观看时长): no keyword to send; the viewer's card says how long to
+    // watch and shows their progress from the server.
+    await tools.getByTestId('bag-task-watch').click()
+    await tools.getByTestId('bag-prize').fill('东北黑木耳一袋')
+    await tools.getByTestId('bag-watch-minutes').fill('1')
+    await tools.getByTestId('bag-duration').fill('30')
+    await tools.getByTestId('bag-submit').click()
+    await tools.getByTestId('bag-error').filter({ hasText: '至少 60 秒' }).waitFor()
+    await tools.getByTestId('bag-duration').fill('60')
+    await tools.getByTestId('bag-submit').click()
+    await tools.getByTestId('host-bag').filter({ hasText: '观看满 1 分钟即可参与' }).waitFor()
+    const watchBag = viewer.getByTestId('lucky-bag').filter({ hasText: '东北黑木耳一袋' })
+    await watchBag.getByTestId('bag-task-text').filter({ hasText: '观看满 1 分钟即可参与' }).waitFor()
+    assert.equal(await watchBag.getByTestId('bag-join').count(), 0, 'a watch bag has nothing to send')
+    await watchBag.getByTestId('bag-watch').filter({ hasText: /已观看 \d\d:\d\d \/ 01:00/ }).waitFor()
+    await screen(viewer, 'commerce-viewer-watch-bag-phone.png')
+    await shot(host, 'commerce-host-watch-bag-pc.png')
+    await tools.getByTestId('bag-task-comment').click()
 
     // ---- after-sale: the merchant ships in 店铺订单; the buyer confirms receipt.
     const merchant = await newPage(hostCtx)

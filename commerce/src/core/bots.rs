@@ -16,8 +16,10 @@
 //!   `buy_rate` (capped at 1), in a rush in the first seconds after it opens. An order is paid a
 //!   few seconds after it is placed.
 //! - Red packets are grabbed by 80 % of the bots in the room, coupons claimed by 90 % of the
-//!   buyers and 25 % of the others, and lucky bags entered (the keyword sent in the chat) by
-//!   70 % of them, each after a short human delay.
+//!   buyers and 25 % of the others, and comment lucky bags entered (the keyword sent in the
+//!   chat) by 70 % of them, each after a short human delay. A watch lucky bag needs no action:
+//!   a bot qualifies by staying, as its watch time is counted like a person's (the driver
+//!   offers only comment bags).
 //!
 //! Everything random comes from the crowd's own seeded generator: the same seed, settings and
 //! inputs give the same actions, which is what the virtual-time tests below rely on.
@@ -171,7 +173,7 @@ pub struct OfferedSale {
     pub ends_at: i64,
 }
 
-/// An open lucky bag and what to comment to enter it.
+/// An open comment lucky bag and what to comment to enter it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferedBag {
     pub id: i64,

@@ -21,6 +21,8 @@ pub struct SessionNumbers {
     pub coupons_claimed: i64,
     pub flash_sales: i64,
     pub lucky_bags: i64,
+    /// Of `lucky_bags`, those entered by watching (task `watch`) rather than by a keyword.
+    pub watch_lucky_bags: i64,
     /// Buyer bots among the unique viewers (simulated traffic).
     pub bot_viewers: i64,
     /// The best-selling product and its share of the GMV (0–1).
@@ -65,7 +67,8 @@ pub fn diagnose(n: &SessionNumbers) -> Diagnosis {
     let minutes = n.duration_ms as f64 / 60_000.0;
     // Retention: average watch time against the live's length.
     let watch_s = n.avg_watch_ms / 1000;
-    if watch_s >= 180 || (n.duration_ms > 0 && n.avg_watch_ms * 2 >= n.duration_ms) {
+    let retained = watch_s >= 180 || (n.duration_ms > 0 && n.avg_watch_ms * 2 >= n.duration_ms);
+    if retained {
         d.worked.push(format!(
             "留人效果好：人均观看 {} 分 {} 秒",
             watch_s / 60,
@@ -93,8 +96,14 @@ pub fn diagnose(n: &SessionNumbers) -> Diagnosis {
     if n.red_packets + n.lucky_bags == 0 && minutes >= 10.0 {
         d.improve
             .push("整场没有红包或福袋：在人气下滑时发一个，能明显拉长停留时间".into());
-    } else if n.lucky_bags > 0 && comments_per_viewer >= 1.0 {
-        d.worked.push("福袋口令带动了评论互动".into());
+    } else {
+        // Each task says what it is for: a keyword brings comments, a watch task keeps people.
+        if n.lucky_bags > n.watch_lucky_bags && comments_per_viewer >= 1.0 {
+            d.worked.push("福袋口令带动了评论互动".into());
+        }
+        if n.watch_lucky_bags > 0 && retained {
+            d.worked.push("观看时长福袋帮助留住了观众".into());
+        }
     }
     // Conversion and sales.
     let conversion = conversion(n);
@@ -218,5 +227,36 @@ mod tests {
         );
         assert!(d.improve.iter().any(|w| w.contains("红包或福袋")), "{d:?}");
         assert!(d.worked.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn each_lucky_bag_task_is_credited_for_what_it_does() {
+        let lively = SessionNumbers {
+            duration_ms: 30 * 60_000,
+            unique_viewers: 20,
+            avg_watch_ms: 15 * 60_000,
+            comments: 30,
+            lucky_bags: 1,
+            ..Default::default()
+        };
+        let d = diagnose(&lively);
+        assert!(d.worked.iter().any(|w| w.contains("福袋口令")), "{d:?}");
+        assert!(
+            !d.worked.iter().any(|w| w.contains("观看时长福袋")),
+            "{d:?}"
+        );
+        let watched = SessionNumbers {
+            watch_lucky_bags: 1,
+            ..lively.clone()
+        };
+        let d = diagnose(&watched);
+        assert!(d.worked.iter().any(|w| w.contains("观看时长福袋")), "{d:?}");
+        assert!(!d.worked.iter().any(|w| w.contains("口令")), "{d:?}");
+        // A watch bag that did not keep anyone is not praised.
+        let d = diagnose(&SessionNumbers {
+            avg_watch_ms: 30_000,
+            ..watched
+        });
+        assert!(!d.worked.iter().any(|w| w.contains("福袋")), "{d:?}");
     }
 }

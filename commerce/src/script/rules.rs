@@ -120,12 +120,14 @@ pub enum Activity {
         discount_cents: i64,
         total_quota: Option<i64>,
     },
-    /// 福袋: viewers send the keyword in the chat to enter the draw.
+    /// 福袋: viewers send the keyword in the chat to enter the draw, or, with `watch_minutes`,
+    /// watch the live that long during the countdown (then there is no keyword).
     LuckyBag {
         prize: String,
         winners: i64,
         keyword: Option<String>,
         duration_seconds: Option<i64>,
+        watch_minutes: Option<i64>,
     },
 }
 
@@ -335,6 +337,23 @@ fn lucky_keyword(keyword: &Option<String>) -> String {
         .to_owned()
 }
 
+/// How viewers enter a lucky bag: by watching (`watch_minutes`) or by the keyword.
+fn lucky_task(
+    keyword: &Option<String>,
+    watch_minutes: &Option<i64>,
+    quote: (&str, &str),
+) -> String {
+    match watch_minutes {
+        Some(m) => format!("在直播间观看满 {m} 分钟即可参与"),
+        None => format!(
+            "评论区发送口令{}{}{}参与",
+            quote.0,
+            lucky_keyword(keyword),
+            quote.1
+        ),
+    }
+}
+
 /// One activity as a line of the prompt.
 fn activity_line(input: &ScriptInput, activity: &Activity) -> String {
     match activity {
@@ -391,11 +410,12 @@ fn activity_line(input: &ScriptInput, activity: &Activity) -> String {
             winners,
             keyword,
             duration_seconds,
+            watch_minutes,
         } => {
             let mut line = format!(
-                "福袋：奖品「{}」，抽 {winners} 人，评论区发送口令「{}」参与",
+                "福袋：奖品「{}」，抽 {winners} 人，{}",
                 prize.trim(),
-                lucky_keyword(keyword)
+                lucky_task(keyword, watch_minutes, ("「", "」"))
             );
             if let Some(secs) = duration_seconds {
                 let _ = write!(line, "，开奖倒计时 {}", countdown(*secs));
@@ -813,15 +833,20 @@ fn cue_text(input: &ScriptInput, activity: &Activity) -> String {
             winners,
             keyword,
             duration_seconds,
+            watch_minutes,
         } => {
             let when = duration_seconds
                 .map(|s| format!("{}后开奖", countdown(s)))
                 .unwrap_or_else(|| "倒计时结束开奖".into());
+            let stay = if watch_minutes.is_some() {
+                "提醒家人们一直留在直播间，看满时长才能参与抽奖。"
+            } else {
+                "开奖前不要离开直播间。"
+            };
             format!(
-                "【福袋】发福袋：奖品「{}」，抽 {winners} 位，评论区发送口令“{}”参与，{when}，\
-                 开奖前不要离开直播间。",
+                "【福袋】发福袋：奖品「{}」，抽 {winners} 位，{}，{when}，{stay}",
                 prize.trim(),
-                lucky_keyword(keyword)
+                lucky_task(keyword, watch_minutes, ("“", "”"))
             )
         }
     }
@@ -997,6 +1022,7 @@ mod tests {
                     winners: 3,
                     keyword: Some("蓝莓真香".into()),
                     duration_seconds: Some(300),
+                    watch_minutes: None,
                 },
             ],
             duration_minutes: 60,
@@ -1109,6 +1135,35 @@ mod tests {
         // Minutes add up to the show.
         let segments: u32 = script.segments.iter().map(|s| s.duration_minutes).sum();
         assert_eq!(segments + 6 + 5, 60);
+    }
+
+    #[test]
+    fn a_watch_lucky_bag_is_told_as_watching_not_as_a_keyword() {
+        let mut input = input();
+        input.activities = vec![Activity::LuckyBag {
+            prize: "蓝莓干 1 袋".into(),
+            winners: 3,
+            keyword: None,
+            duration_seconds: Some(600),
+            watch_minutes: Some(5),
+        }];
+        let user = prompt(&input).user;
+        assert!(
+            user.contains("福袋：奖品「蓝莓干 1 袋」，抽 3 人，在直播间观看满 5 分钟即可参与，开奖倒计时 10 分钟"),
+            "{user}"
+        );
+        assert!(!user.contains("口令"), "{user}");
+        let script = template(&input);
+        script.check().expect("the template passes its own checks");
+        let cue = script
+            .segments
+            .iter()
+            .find_map(|s| s.activity_cue.as_deref().filter(|c| c.contains("【福袋】")))
+            .expect("a lucky bag cue");
+        assert!(
+            cue.contains("观看满 5 分钟") && cue.contains("看满时长") && !cue.contains("口令"),
+            "{cue}"
+        );
     }
 
     #[test]

@@ -23,6 +23,12 @@ use crate::words::WordFilter;
 const CHAT_PER_VIEWER_PER_SECOND: f64 = 20.0;
 /// An empty, not-live room unloads after this long.
 const IDLE_UNLOAD: Duration = Duration::from_secs(30);
+/// The room's tick: counters, sampling, timers.
+const TICK: Duration = Duration::from_millis(100);
+/// How often (ms) a room task hands its viewers' watch time to the batch writer: 5 s, by
+/// elapsed time rather than tick count (ticks are skipped when the task falls behind).
+/// Commerce's watch lucky bags wait for the first save after their deadline.
+pub const WATCH_SAVE_MS: i64 = 5_000;
 
 #[derive(Debug)]
 pub enum RoomCommand {
@@ -173,9 +179,10 @@ pub async fn run(
         (None, None, None)
     };
     let mut ticks = 0u64;
+    let mut watch_saved = tokio::time::Instant::now();
     let mut likes_saved = 0u64;
     let mut slots: HashMap<ConnId, Slot> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut empty_since: Option<i64> = None;
     loop {
@@ -236,7 +243,8 @@ pub async fn run(
                 if ticks.is_multiple_of(100) {
                     save_totals(&core, &record, &deps, &mut likes_saved).await;
                 }
-                if ticks.is_multiple_of(50) {
+                if watch_saved.elapsed() >= Duration::from_millis(WATCH_SAVE_MS as u64) {
+                    watch_saved = tokio::time::Instant::now();
                     save_watch(&mut core, &record, &deps, now);
                 }
                 core.handle(now, Input::Tick);

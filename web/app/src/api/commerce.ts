@@ -302,13 +302,23 @@ export interface Grabbed {
   balance_cents: number
 }
 
+/** The caller's progress in a watch bag, from the stored watch time (saved every 5 s). */
+export interface WatchProgress {
+  watched_ms: number
+  required_ms: number
+}
+
+export type LuckyBagTask = 'comment' | 'watch'
+
 export interface LuckyBagView {
   id: number
   room_id: number
   prize: string
   winners: number
-  task: string
+  task: LuckyBagTask
   keyword: string | null
+  /** Minutes to watch (task `watch`); null for comment bags. */
+  watch_minutes: number | null
   starts_at: number
   draws_at: number
   /** SHA-256 (hex) of the seed's 32 bytes. */
@@ -318,15 +328,14 @@ export interface LuckyBagView {
   entrants: number[] | null
   winner_list: Ref[] | null
   drawn_at: number | null
+  /** Only from `luckyBag(id)`: my progress in an open watch bag (null for the host). */
+  my_watch: WatchProgress | null
 }
 
-export interface LaunchLuckyBag {
-  prize: string
-  winners: number
-  task: 'comment'
-  keyword: string
-  duration_seconds: number
-}
+export type LaunchLuckyBag =
+  | { prize: string; winners: number; task: 'comment'; keyword: string; duration_seconds: number }
+  /** `duration_seconds` must be at least `watch_minutes` × 60. */
+  | { prize: string; winners: number; task: 'watch'; watch_minutes: number; duration_seconds: number }
 
 export interface RoomCommerce {
   shelf: ShelfItem[]

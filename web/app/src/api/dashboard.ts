@@ -66,6 +66,8 @@ export interface Dashboard {
   coupons_used: number
   flash_sales: FlashSaleResult[]
   lucky_bags: number
+  /** Of `lucky_bags`, those entered by watching (task `watch`); 0 in older reports. */
+  watch_lucky_bags: number
   /** Simulated traffic (模拟买家) within the numbers above: bots among the unique viewers,
    * their comments, their orders (any status) and the GMV of those sold. */
   bot_viewers: number

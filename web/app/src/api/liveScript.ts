@@ -32,7 +32,15 @@ export type PlannedActivity =
   | { kind: 'flash_sale'; product_id: number; price_cents: number; stock: number; per_user_limit?: number | null }
   | { kind: 'red_packet'; total_cents: number; count: number; greeting?: string | null }
   | { kind: 'coupon'; title?: string | null; threshold_cents: number; discount_cents: number; total_quota?: number | null }
-  | { kind: 'lucky_bag'; prize: string; winners: number; keyword?: string | null; duration_seconds?: number | null }
+  | {
+      kind: 'lucky_bag'
+      prize: string
+      winners: number
+      keyword?: string | null
+      duration_seconds?: number | null
+      /** Minutes to watch for a watch bag (then no keyword). */
+      watch_minutes?: number | null
+    }
 
 export type ActivityKind = PlannedActivity['kind']
 

@@ -99,9 +99,14 @@ export type RedPacketCard = { id: number, sender: UserRef, count: number, total_
  */
 export type LuckyBagCard = { id: number, prize: string, winners: number, 
 /**
- * `comment`: send `keyword` in the chat.
+ * `comment`: send `keyword` in the chat; `watch`: watch the live for `watch_minutes`
+ * during the countdown.
  */
-task: string, keyword: string | null, draws_at: number, commitment: string, };
+task: string, keyword: string | null, 
+/**
+ * Minutes to watch (task `watch`); null for comment bags.
+ */
+watch_minutes: number | null, draws_at: number, commitment: string, };
 
 /**
  * What the selling tools announce in a room.

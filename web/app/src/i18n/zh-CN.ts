@@ -1035,6 +1035,14 @@ const zhCN = {
       keyword: '参与口令',
       keywordPh: '例如：我要福袋',
       keywordHint: '观众在评论区发送包含口令的评论即可参与',
+      taskLabel: '参与方式',
+      taskComment: '评论口令',
+      taskWatch: '观看时长',
+      watchMinutes: '观看时长（分钟）',
+      watchMinutesHint: '1 到 60 分钟',
+      watchHint: '观众在倒计时内累计观看满设定时长即可参与（观看时长每 5 秒统计一次，开奖会在倒计时结束后约 10 秒进行）',
+      watchRequired: '请填写奖品和观看时长',
+      durationTooShort: (minutes: number) => `开奖倒计时须不短于观看时长：至少 ${minutes * 60} 秒`,
       duration: '开奖倒计时（秒）',
       durationHint: '10 秒到 3600 秒',
       submit: '发福袋',
@@ -1047,6 +1055,10 @@ const zhCN = {
       drawIn: '距开奖',
       drawing: '开奖中…',
       task: (kw: string) => `评论「${kw}」参与`,
+      watchTask: (minutes: number) => `观看满 ${minutes} 分钟即可参与`,
+      watchProgress: (watched: string, required: string) => `已观看 ${watched} / ${required}`,
+      watchDone: '已满足条件',
+      watchPaused: '直播未开始，暂不计时',
       join: '发送口令参与',
       joining: '发送中…',
       joined: '已参与',
@@ -1066,6 +1078,7 @@ const zhCN = {
       mismatch: '校验失败：种子的 SHA-256 与承诺不一致',
       dismiss: '关闭',
       hostHint: '观众发送口令后自动参与，到时间自动开奖',
+      watchHostHint: '观众看满时长后自动参与，到时间自动开奖',
       active: '本场福袋',
     },
     notice: {
@@ -1145,7 +1158,14 @@ const zhCN = {
       flashEmpty: '本场没有秒杀',
       flashSold: (sold: number, stock: number) => `售出 ${sold}/${stock}`,
       bags: '福袋',
-      bagsLine: (n: number) => (n ? `发起 ${n} 次` : '本场没有福袋'),
+      bagsLine: (n: number, watch: number) =>
+        !n
+          ? '本场没有福袋'
+          : watch === 0
+            ? `发起 ${n} 次（评论口令）`
+            : watch === n
+              ? `发起 ${n} 次（观看时长）`
+              : `发起 ${n} 次：评论口令 ${n - watch} 次，观看时长 ${watch} 次`,
     },
     duration: {
       seconds: (s: number) => `${s}秒`,
@@ -1255,6 +1275,7 @@ const zhCN = {
       prize: '奖品',
       winners: '中奖人数',
       keyword: '参与口令',
+      watchMinutes: '观看分钟（选填，填写则看满即可参与）',
       seconds: '开奖倒计时（秒）',
     },
     generate: '生成脚本',

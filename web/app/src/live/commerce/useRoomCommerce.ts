@@ -60,14 +60,25 @@ export interface CouponState {
   error: string | null
 }
 
+/** My progress in a watch bag: the server's stored count, advanced here while I watch. */
+export interface WatchState {
+  /** What is shown (ms): the server's count plus what I watched since it was fetched. */
+  shownMs: number
+  requiredMs: number
+  /** The server's count has reached `requiredMs`. */
+  confirmed: boolean
+}
+
 export interface BagState {
   card: LuckyBagCard
   /** When it was launched (server ms): comments from then on count. */
   startsAt: number
-  /** I sent the keyword (on this page, or it is in the chat). */
+  /** I sent the keyword (on this page, or it is in the chat), or watched long enough. */
   joined: boolean
   joining: boolean
   drawn: { seed: string; entrants: number; winners: UserRef[] } | null
+  /** Watch bags: my progress once fetched; null before, and for whoever cannot enter. */
+  watch: WatchState | null
 }
 
 export interface OrderNotice {
@@ -94,6 +105,11 @@ export interface RoomCommerceState {
 export type RoomCommerceStore = ReturnType<typeof useRoomCommerce>
 
 const NOTICE_MS = 4500
+/** How often an open watch bag's progress is fetched again. */
+const WATCH_POLL_MS = 10_000
+/** The server's count trails real watching by up to one save (5 s) and a write: a shown value
+ *  ahead of it by less than this is kept, so the progress does not step back at each fetch. */
+const WATCH_LAG_MS = 6_000
 /** How long ended sales and finished packets stay on screen. */
 const LINGER_MS = 8000
 
@@ -165,6 +181,7 @@ function bagCard(v: LuckyBagView): LuckyBagCard {
     winners: v.winners,
     task: v.task,
     keyword: v.keyword,
+    watch_minutes: v.watch_minutes,
     draws_at: v.draws_at,
     commitment: v.commitment,
   }
@@ -179,9 +196,13 @@ export function useRoomCommerce(live: LiveRoom, roomId: () => number) {
   const state = reactive<RoomCommerceState>(emptyState())
   /** Server time, ticking: what countdowns read. */
   const now = shallowRef(live.serverNow())
+  let lastTick = now.value
   const ticker = setInterval(() => {
     now.value = live.serverNow()
+    const elapsed = Math.max(0, now.value - lastTick)
+    lastTick = now.value
     sweep()
+    advanceWatch(elapsed)
   }, 250)
 
   const myId = () => live.me.value?.id ?? null
@@ -261,6 +282,7 @@ export function useRoomCommerce(live: LiveRoom, roomId: () => number) {
       joined: oldBags.get(v.id)?.joined ?? false,
       joining: false,
       drawn: null,
+      watch: oldBags.get(v.id)?.watch ?? null,
     }))
     // A drawn bag still on screen stays until it is dismissed.
     const drawn = state.bags.filter((b) => b.drawn && !open.some((o) => o.card.id === b.card.id))
@@ -340,7 +362,13 @@ export function useRoomCommerce(live: LiveRoom, roomId: () => number) {
       }
       case 'lucky_bag_launched':
         if (!state.bags.some((x) => x.card.id === ev.bag.id)) {
-          state.bags.unshift({ card: ev.bag, startsAt: at, joined: false, joining: false, drawn: null })
+          // A bag just launched: nobody has watched any of it yet, so there is nothing to ask;
+          // the first fetch comes at a random moment of the poll interval, so the whole room
+          // does not ask at once.
+          const minutes = ev.bag.task === 'watch' ? ev.bag.watch_minutes : null
+          const watch = minutes ? { shownMs: 0, requiredMs: minutes * 60_000, confirmed: false } : null
+          if (watch) watchFetchedAt.set(ev.bag.id, now.value - Math.random() * WATCH_POLL_MS)
+          state.bags.unshift({ card: ev.bag, startsAt: at, joined: false, joining: false, drawn: null, watch })
         }
         break
       case 'lucky_bag_drawn': {
@@ -386,6 +414,68 @@ export function useRoomCommerce(live: LiveRoom, roomId: () => number) {
     }
   }
 
+  // ---------------------------------------------------------------- watch bags
+  /** Watch bags whose progress the server will not give me (I launched it, or host the room). */
+  const noWatch = new Set<number>()
+  const watchFetchedAt = new Map<number, number>()
+  const watchFetching = new Set<number>()
+
+  /** Watch time counts while the room is live and I am in it (the hub counts presence). */
+  function watching(): boolean {
+    return live.state.live && live.state.joined && live.state.connection === 'open'
+  }
+
+  function isOpenWatchBag(b: BagState, n: number): boolean {
+    return b.card.task === 'watch' && !b.drawn && b.card.draws_at > n
+  }
+
+  async function fetchWatch(b: BagState) {
+    const id = b.card.id
+    watchFetching.add(id)
+    // A little jitter, so a room's viewers do not all ask in the same second.
+    watchFetchedAt.set(id, now.value + Math.random() * 2000)
+    try {
+      const v = await commerceApi.luckyBag(id)
+      const current = state.bags.find((x) => x.card.id === id)
+      if (!current) return
+      if (!v.my_watch) {
+        // The host (or the bag is drawn): nothing to show, nothing more to ask.
+        if (v.status === 'open') noWatch.add(id)
+        return
+      }
+      const server = v.my_watch.watched_ms
+      const shown = current.watch?.shownMs ?? 0
+      const keep = shown > server && shown - server < WATCH_LAG_MS
+      current.watch = {
+        shownMs: Math.min(v.my_watch.required_ms, keep ? shown : server),
+        requiredMs: v.my_watch.required_ms,
+        confirmed: server >= v.my_watch.required_ms,
+      }
+      if (current.watch.shownMs >= current.watch.requiredMs) current.joined = true
+    } catch {
+      // Progress is a courtesy: the next poll tries again.
+    } finally {
+      watchFetching.delete(id)
+    }
+  }
+
+  /** Every tick: my watch bags advance while I watch, and are fetched again now and then. */
+  function advanceWatch(elapsed: number) {
+    const n = now.value
+    const on = watching()
+    for (const b of state.bags) {
+      if (!isOpenWatchBag(b, n) || noWatch.has(b.card.id)) continue
+      const w = b.watch
+      if (w && on && w.shownMs < w.requiredMs) {
+        w.shownMs = Math.min(w.requiredMs, w.shownMs + elapsed)
+        if (w.shownMs >= w.requiredMs) b.joined = true
+      }
+      const last = watchFetchedAt.get(b.card.id)
+      const due = last === undefined || n - last >= WATCH_POLL_MS
+      if (due && !watchFetching.has(b.card.id) && !w?.confirmed) void fetchWatch(b)
+    }
+  }
+
   const offCommerce = live.onCommerce((ev, at) => {
     if (buffered) buffered.push({ ev, at })
     apply(ev, at)
@@ -396,6 +486,8 @@ export function useRoomCommerce(live: LiveRoom, roomId: () => number) {
   watch(roomId, () => {
     generation++
     buffered = null
+    noWatch.clear()
+    watchFetchedAt.clear()
     Object.assign(state, emptyState())
   })
 
