@@ -70,6 +70,8 @@ pub struct Inner {
     pub(crate) notices: notices::Notices,
     /// Group commits of flash-sale winners' orders.
     pub(crate) flash_writer: tokio::sync::mpsc::Sender<flash_sales::FlashWrite>,
+    /// Group commits of red-packet grabs.
+    pub(crate) grab_writer: tokio::sync::mpsc::Sender<red_packets::GrabWrite>,
     sale_cache: Mutex<HashMap<i64, Arc<CachedSale>>>,
     /// Who someone is in a room, for [`ACCESS_TTL`]: a flash sale asks it on every tap.
     access_cache: moka::sync::Cache<(i64, i64), RoomAccess>,
@@ -144,6 +146,7 @@ impl Commerce {
             app: app.clone(),
             notices: notices::Notices::start(rooms.clone()),
             flash_writer: flash_sales::start_writer(app.db.clone()),
+            grab_writer: red_packets::start_grab_writer(app.db.clone()),
             rooms,
             sales,
             packets,

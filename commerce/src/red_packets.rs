@@ -15,6 +15,8 @@ use foundation::{ApiError, ApiResult, AppState, ErrorCode};
 use serde::{Deserialize, Serialize};
 use signaling::protocol::{CommerceEvent, RedPacketCard, UserRef};
 use sqlx::Row;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
 
 use crate::Commerce;
@@ -355,13 +357,13 @@ pub async fn grab(
     }
 }
 
-struct WrittenGrab {
+pub(crate) struct WrittenGrab {
     amount: i64,
     balance: i64,
     last: bool,
 }
 
-enum GrabError {
+pub(crate) enum GrabError {
     Already,
     /// The packet expired between the check and the write.
     Closed,
@@ -384,15 +386,106 @@ impl From<ApiError> for GrabError {
     }
 }
 
+/// One grab waiting for the next group commit.
+pub(crate) struct GrabWrite {
+    meta: Arc<PacketMeta>,
+    user: i64,
+    idx: u32,
+    now: i64,
+    reply: oneshot::Sender<Result<WrittenGrab, GrabError>>,
+}
+
+/// Most grabs in one transaction.
+const GROUP_COMMIT_MAX: usize = 256;
+
+/// Writes grabs in group commits, like flash-sale orders (`flash_sales::start_writer`):
+/// whatever grabs are waiting when a transaction starts go into it, each in a savepoint of its
+/// own (so one refused grab does not fail the others), and one commit — one fsync on SQLite —
+/// makes them all durable. A grab is answered only after its transaction committed.
+pub(crate) fn start_grab_writer(db: foundation::db::Db) -> mpsc::Sender<GrabWrite> {
+    let (tx, mut rx) = mpsc::channel::<GrabWrite>(4096);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+        while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+            let results = commit_grabs(&db, &batch).await;
+            for (write, result) in batch.drain(..).zip(results) {
+                let _ = write.reply.send(result);
+            }
+        }
+    });
+    tx
+}
+
+async fn commit_grabs(
+    db: &foundation::db::Db,
+    batch: &[GrabWrite],
+) -> Vec<Result<WrittenGrab, GrabError>> {
+    let failed = |e: &sqlx::Error| -> Vec<Result<WrittenGrab, GrabError>> {
+        tracing::warn!(error = %e, grabs = batch.len(), "red-packet group commit failed");
+        batch
+            .iter()
+            .map(|_| Err(GrabError::Api(ApiError::new(ErrorCode::Unavailable))))
+            .collect()
+    };
+    let mut tx = match db.begin_write().await {
+        Ok(tx) => tx,
+        Err(e) => return failed(&e),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for write in batch {
+        let outcome = match sqlx::Acquire::begin(&mut tx).await {
+            Ok(mut savepoint) => match write_grab_in(&mut savepoint, write).await {
+                Ok(grabbed) => savepoint
+                    .commit()
+                    .await
+                    .map(|()| grabbed)
+                    .map_err(GrabError::from),
+                Err(e) => {
+                    let _ = savepoint.rollback().await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(GrabError::from(e)),
+        };
+        results.push(outcome);
+    }
+    if let Err(e) = tx.commit().await {
+        return failed(&e);
+    }
+    results
+}
+
+/// Queues a grab for the next group commit and waits for it.
 async fn write_grab(
     commerce: &Commerce,
-    meta: &PacketMeta,
+    meta: &Arc<PacketMeta>,
     user: i64,
     idx: u32,
     now: i64,
 ) -> Result<WrittenGrab, GrabError> {
-    let state = &commerce.app;
-    let mut tx = state.db.begin_write().await?;
+    let (reply, answer) = oneshot::channel();
+    let write = GrabWrite {
+        meta: meta.clone(),
+        user,
+        idx,
+        now,
+        reply,
+    };
+    let unavailable = || GrabError::Api(ApiError::new(ErrorCode::Unavailable));
+    commerce
+        .grab_writer
+        .send(write)
+        .await
+        .map_err(|_| unavailable())?;
+    answer.await.map_err(|_| unavailable())?
+}
+
+/// One grab, inside its savepoint of a group commit.
+async fn write_grab_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    write: &GrabWrite,
+) -> Result<WrittenGrab, GrabError> {
+    let (meta, user, idx, now) = (&write.meta, write.user, write.idx, write.now);
     // Counting the grab on the packet's row first serialises grabs with the expiry (PostgreSQL
     // row lock; SQLite's single writer), so a share is never both paid out and returned.
     let counted = sqlx::query(
@@ -400,7 +493,7 @@ async fn write_grab(
          RETURNING grabbed_count",
     )
     .bind(meta.id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let Some(counted) = counted else {
         return Err(GrabError::Closed);
@@ -414,7 +507,7 @@ async fn write_grab(
     .bind(now)
     .bind(meta.id)
     .bind(i64::from(idx))
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let Some(row) = row else {
         return Err(GrabError::Api(ErrorCode::RedPacketEmpty.into()));
@@ -423,25 +516,17 @@ async fn write_grab(
     sqlx::query("UPDATE red_packets SET grabbed_cents = grabbed_cents + $1 WHERE id = $2")
         .bind(amount)
         .bind(meta.id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    let balance = wallet::apply(
-        &mut tx,
-        user,
-        amount,
-        Reason::RedPacketGrab,
-        Some(meta.id),
-        now,
-    )
-    .await?;
+    let balance =
+        wallet::apply(tx, user, amount, Reason::RedPacketGrab, Some(meta.id), now).await?;
     let last = grabbed_count == meta.count;
     if last {
         sqlx::query("UPDATE red_packets SET status = 'finished' WHERE id = $1")
             .bind(meta.id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(WrittenGrab {
         amount,
         balance,

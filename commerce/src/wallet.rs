@@ -38,7 +38,7 @@ impl Reason {
 
 /// Opens `account`'s wallet if it has none.
 pub async fn ensure(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     account: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
@@ -69,7 +69,7 @@ pub async fn ensure(
 
 /// Adds `delta` (negative: takes) to `account`'s balance; refuses to go below zero.
 pub async fn apply(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     account: i64,
     delta: i64,
     reason: Reason,
@@ -95,7 +95,7 @@ pub async fn apply(
 }
 
 async fn entry(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     account: i64,
     delta: i64,
     balance_after: i64,
