@@ -146,6 +146,19 @@ async fn bots_act_like_viewers(backend: Backend) {
     .await;
     wait_for(&mut viewer_ws, |f| f["type"] == "joined").await;
 
+    // A coupon in the room before the bots come: those who claim it use it at checkout.
+    let (status, coupon) = app
+        .send(
+            Method::POST,
+            &host,
+            &format!("/api/v1/rooms/{room}/coupons"),
+            json!({"title": "满 30 减 5", "threshold_cents": 3000, "discount_cents": 500, "valid_minutes": 30,
+                   "total_quota": 100, "per_user_limit": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{coupon}");
+    let coupon_id = coupon["id"].as_i64().unwrap();
+
     let bots = 8;
     let (status, started) = app
         .send(
@@ -236,6 +249,27 @@ async fn bots_act_like_viewers(backend: Backend) {
         );
         ordered += quantity;
     }
+    // Claims come 1–15 s after a bot arrives and its buy 5–40 s: the claimants who bought after
+    // claiming used the coupon.
+    let claims: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_claims WHERE coupon_id = $1")
+        .bind(coupon_id)
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap();
+    let discounted: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM orders o JOIN coupon_claims cc ON cc.id = o.coupon_claim_id \
+         WHERE o.room_id = $1 AND cc.coupon_id = $2 AND o.discount_cents = 500",
+    )
+    .bind(room)
+    .bind(coupon_id)
+    .fetch_one(app.state.db.pool())
+    .await
+    .unwrap();
+    assert!(claims > 0, "some bots claim the coupon");
+    assert!(
+        (1..=claims).contains(&discounted),
+        "claimed coupons are used at checkout: {discounted} of {claims}"
+    );
     let (_, p) = app.get(&host, &format!("/api/v1/products/{product}")).await;
     let left: i64 = p["skus"]
         .as_array()

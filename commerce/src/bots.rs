@@ -1000,6 +1000,25 @@ impl Driver {
 
 /// A bot's order: one unit, through the flash sale's or the shop's order handler, with a fresh
 /// idempotency key (a bot does not retry).
+/// The unused, valid claim of `account` with the largest discount on one unit of `sku` (its
+/// shop's coupons whose threshold the price reaches).
+async fn best_coupon(commerce: &Commerce, account: i64, sku: i64) -> ApiResult<Option<i64>> {
+    let now = commerce.app.clock.now_millis();
+    Ok(sqlx::query_scalar(
+        "SELECT cc.id FROM coupon_claims cc JOIN coupons c ON c.id = cc.coupon_id \
+         JOIN skus s ON s.id = $2 JOIN products p ON p.id = s.product_id \
+         WHERE cc.account_id = $1 AND cc.used_order_id IS NULL AND c.shop_id = p.shop_id \
+         AND c.threshold_cents <= s.price_cents AND c.discount_cents < s.price_cents \
+         AND c.valid_from <= $3 AND $3 < c.valid_until \
+         ORDER BY c.discount_cents DESC, cc.id LIMIT 1",
+    )
+    .bind(account)
+    .bind(sku)
+    .bind(now)
+    .fetch_optional(commerce.app.db.pool())
+    .await?)
+}
+
 async fn buy(
     commerce: &Commerce,
     p: Principal,
@@ -1031,6 +1050,8 @@ async fn buy(
             .await?
         }
         None => {
+            // Like a thrifty viewer: the best coupon it holds that applies.
+            let coupon_claim_id = best_coupon(commerce, p.account_id, sku).await?;
             orders::place_order(
                 State(commerce.app.clone()),
                 Extension(commerce.clone()),
@@ -1040,7 +1061,7 @@ async fn buy(
                     sku_id: sku,
                     quantity: 1,
                     room_id: Some(room),
-                    coupon_claim_id: None,
+                    coupon_claim_id,
                     address: Some(address),
                 }),
             )

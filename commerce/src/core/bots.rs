@@ -417,7 +417,6 @@ struct Visit {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Bot {
-    visits: u32,
     present: Option<Visit>,
     /// Not back before this time.
     away_until: i64,
@@ -440,6 +439,10 @@ pub struct BotCrowd {
     bots: Vec<Bot>,
     timers: BinaryHeap<Timer>,
     next_seq: u64,
+    /// Visits started in this crowd: a visit's number, unique across bots, so a timer left
+    /// from a bot that was removed (a smaller count) never fires for the bot that later takes
+    /// its place.
+    visits_started: u32,
     next_arrival: i64,
     offer: Offer,
     seen: HashSet<(BotId, Seen)>,
@@ -457,6 +460,7 @@ impl BotCrowd {
             bots: vec![Bot::default(); settings.count as usize],
             timers: BinaryHeap::new(),
             next_seq: 0,
+            visits_started: 0,
             next_arrival: now,
             offer: Offer::default(),
             seen: HashSet::new(),
@@ -667,15 +671,15 @@ impl BotCrowd {
             return;
         };
         let s = self.settings;
+        self.visits_started = self.visits_started.wrapping_add(1);
         let visit = Visit {
-            number: self.bots[id as usize].visits + 1,
+            number: self.visits_started,
             commenter: self.chance(s.comment.get()),
             buyer: self.chance(s.buy.get()),
             bought: false,
         };
         let liker = self.chance(s.like.get());
         let bot = &mut self.bots[id as usize];
-        bot.visits = visit.number;
         bot.present = Some(visit);
         out.push(BotAction::Arrive(id));
         let stay = i64::from(s.stay_minutes) * MINUTE;
@@ -1041,6 +1045,37 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn a_removed_bots_timers_do_not_drive_its_successor() {
+        let mut crowd = BotCrowd::new(settings(5, 600, 1.0, 0.0, 0.0), 17, 0);
+        run(&mut crowd, 0, 5 * SECOND, 100);
+        assert_eq!(crowd.present(), 5);
+        // Down to one and straight back up: the new bots reuse the ids while the removed
+        // ones' like and leave timers are still pending.
+        crowd.update(settings(1, 600, 1.0, 0.0, 0.0), 5 * SECOND);
+        crowd.update(settings(5, 600, 1.0, 0.0, 0.0), 5 * SECOND);
+        // One like chain per visit: a bot's likes are at least 4 s apart.
+        let mut last_like = std::collections::HashMap::<BotId, i64>::new();
+        let mut likes = 0;
+        let mut now = 5 * SECOND;
+        while now <= 3 * MINUTE {
+            for action in crowd.poll(now) {
+                if let BotAction::Like { bot, .. } = action {
+                    likes += 1;
+                    if let Some(prev) = last_like.insert(bot, now) {
+                        assert!(
+                            now - prev >= 4 * SECOND,
+                            "bot {bot} liked {} ms after its last like",
+                            now - prev
+                        );
+                    }
+                }
+            }
+            now += 100;
+        }
+        assert!(likes > 20, "the new bots like ({likes})");
     }
 
     #[test]
