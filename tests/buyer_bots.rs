@@ -53,13 +53,7 @@ async fn live_room_with_pinned_product(
         .map(|s| s["id"].as_i64().unwrap())
         .collect();
     let room = app.create_room(&host, "模拟买家练习").await;
-    let mut host_ws = app.ws(&host).await;
-    common::ws_send(&mut host_ws, json!({"v": 1, "type": "join", "room": room})).await;
-    common::ws_send(
-        &mut host_ws,
-        json!({"v": 1, "type": "start_live", "room": room}),
-    )
-    .await;
+    let mut host_ws = app.go_live(&host, room).await;
     wait_for(&mut host_ws, |f| {
         f["type"] == "event" && f["event"]["kind"] == "live_started"
     })
@@ -399,13 +393,7 @@ async fn only_hosts_add_bots_and_bots_are_no_people(backend: Backend) {
     // Not live yet.
     let (status, body) = app.send(Method::PUT, &host, &path, good.clone()).await;
     assert_error(status, &body, 409, "bots_not_live");
-    let mut host_ws = app.ws(&host).await;
-    common::ws_send(&mut host_ws, json!({"v": 1, "type": "join", "room": room})).await;
-    common::ws_send(
-        &mut host_ws,
-        json!({"v": 1, "type": "start_live", "room": room}),
-    )
-    .await;
+    let mut host_ws = app.go_live(&host, room).await;
     wait_for(&mut host_ws, |f| {
         f["type"] == "event" && f["event"]["kind"] == "live_started"
     })

@@ -446,18 +446,34 @@ async fn flash_sale_with_redis_gates(backend: Backend) {
     flash_sale_never_oversells(&app).await;
 }
 
+/// A shop of 100 + 100 units and a running flash sale of `stock` of the first SKU at ¥9.90 in
+/// a new room: (host token, SKU ids, sale id, the sale's order path).
+async fn open_flash_sale(
+    app: &TestApp,
+    stock: i64,
+    per_user_limit: i64,
+) -> (String, Vec<i64>, i64, String) {
+    let (host, _shop, _product, skus) = open_shop(app, 100).await;
+    let room = app.create_room(&host, "秒杀专场").await;
+    let (status, body) = post(app, &host, &format!("/api/v1/rooms/{room}/flash-sales"),
+        json!({"sku_id": skus[0], "price_cents": 990, "stock": stock, "per_user_limit": per_user_limit,
+               "starts_in_seconds": 0, "duration_seconds": 600})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let sale = body["id"].as_i64().unwrap();
+    (
+        host,
+        skus,
+        sale,
+        format!("/api/v1/flash-sales/{sale}/orders"),
+    )
+}
+
 /// The database's own guard holds even when the gate is wrong: the sale's stock is cut behind
 /// the gate's back, a crowd buys at once, and only what the database holds is sold (the group
 /// write is refused as a whole and redone order by order).
 async fn flash_sale_database_guard_holds_when_the_gate_is_wrong(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (host, _shop, _product, skus) = open_shop(&app, 100).await;
-    let room = app.create_room(&host, "秒杀兜底").await;
-    let (status, body) = post(&app, &host, &format!("/api/v1/rooms/{room}/flash-sales"),
-        json!({"sku_id": skus[0], "price_cents": 990, "stock": 20, "per_user_limit": 1, "starts_in_seconds": 0, "duration_seconds": 600})).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let sale = body["id"].as_i64().unwrap();
-    let path = format!("/api/v1/flash-sales/{sale}/orders");
+    let (_host, skus, sale, path) = open_flash_sale(&app, 20, 1).await;
     let tokens = viewers(&app, 26).await;
     // The first order loads the gate with 20 units.
     let (status, first) = post_keyed(&app, &tokens[0], &path, "first", json!({})).await;
@@ -515,13 +531,7 @@ async fn flash_sale_database_guard_holds_when_the_gate_is_wrong(backend: Backend
 /// own order, the repeated key the same one, and the counters match the rows.
 async fn flash_sale_group_commit_of_many_orders(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (host, _shop, _product, skus) = open_shop(&app, 100).await;
-    let room = app.create_room(&host, "秒杀大批").await;
-    let (status, body) = post(&app, &host, &format!("/api/v1/rooms/{room}/flash-sales"),
-        json!({"sku_id": skus[0], "price_cents": 990, "stock": 90, "per_user_limit": 3, "starts_in_seconds": 0, "duration_seconds": 600})).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let sale = body["id"].as_i64().unwrap();
-    let path = format!("/api/v1/flash-sales/{sale}/orders");
+    let (host, skus, sale, path) = open_flash_sale(&app, 90, 3).await;
     let tokens = viewers(&app, 29).await;
     // Loads the gate, the sale and every buyer's session before the lock.
     let (status, first) = post_keyed(&app, &tokens[0], &path, "warm", json!({})).await;
@@ -1034,13 +1044,8 @@ async fn lucky_bag_watch_time_comes_from_the_hub(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}, clock.clone()).await;
     let host = app.token("trainee01").await;
     let room = app.create_room(&host, "看直播抽福袋").await;
-    let mut host_ws = app.ws(&host).await;
-    common::ws_send(&mut host_ws, json!({"v": 1, "type": "join", "room": room})).await;
-    common::ws_send(
-        &mut host_ws,
-        json!({"v": 1, "type": "start_live", "room": room}),
-    )
-    .await;
+    // Kept open: the host stays in the room, live.
+    let _host_ws = app.go_live(&host, room).await;
     let viewer = app.token("trainee02").await;
     let viewer_id = trainee_accounts(&app).await[1].0;
     let mut viewer_ws = app.ws(&viewer).await;
@@ -1298,13 +1303,7 @@ async fn dashboard_and_report_of_a_live(backend: Backend) {
     let app = spawn_app(backend).await;
     let (host, _shop, _product, skus) = open_shop(&app, 10).await;
     let room = app.create_room(&host, "看板测试").await;
-    let mut host_ws = app.ws(&host).await;
-    common::ws_send(&mut host_ws, json!({"v": 1, "type": "join", "room": room})).await;
-    common::ws_send(
-        &mut host_ws,
-        json!({"v": 1, "type": "start_live", "room": room}),
-    )
-    .await;
+    let mut host_ws = app.go_live(&host, room).await;
     let viewer = app.token("trainee02").await;
     let mut viewer_ws = app.ws(&viewer).await;
     common::ws_send(

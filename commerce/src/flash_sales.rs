@@ -549,39 +549,14 @@ async fn commit_one_by_one(
     db: &foundation::db::Db,
     batch: &[FlashWrite],
 ) -> Vec<Result<i64, WriteError>> {
-    let failed = |e: &sqlx::Error| -> Vec<Result<i64, WriteError>> {
-        tracing::warn!(error = %e, orders = batch.len(), "flash-sale group commit failed");
-        batch
-            .iter()
-            .map(|_| Err(WriteError::Api(ApiError::new(ErrorCode::Unavailable))))
-            .collect()
-    };
-    let mut tx = match db.begin_write().await {
-        Ok(tx) => tx,
-        Err(e) => return failed(&e),
-    };
-    let mut results = Vec::with_capacity(batch.len());
-    for write in batch {
-        let outcome = match sqlx::Acquire::begin(&mut tx).await {
-            Ok(mut savepoint) => match write_one(&mut savepoint, write).await {
-                Ok(id) => savepoint
-                    .commit()
-                    .await
-                    .map(|()| id)
-                    .map_err(WriteError::from),
-                Err(e) => {
-                    let _ = savepoint.rollback().await;
-                    Err(e)
-                }
-            },
-            Err(e) => Err(WriteError::from(e)),
-        };
-        results.push(outcome);
-    }
-    if let Err(e) = tx.commit().await {
-        return failed(&e);
-    }
-    results
+    crate::group_commit::in_savepoints(
+        db,
+        "flash-sale",
+        batch,
+        || WriteError::Api(ApiError::new(ErrorCode::Unavailable)),
+        write_one,
+    )
+    .await
 }
 
 async fn write_one(

@@ -19,6 +19,7 @@ mod coupons;
 mod dashboard;
 mod flash_sales;
 mod gate;
+mod group_commit;
 mod lucky_bags;
 mod notices;
 mod orders;

@@ -420,39 +420,14 @@ async fn commit_grabs(
     db: &foundation::db::Db,
     batch: &[GrabWrite],
 ) -> Vec<Result<WrittenGrab, GrabError>> {
-    let failed = |e: &sqlx::Error| -> Vec<Result<WrittenGrab, GrabError>> {
-        tracing::warn!(error = %e, grabs = batch.len(), "red-packet group commit failed");
-        batch
-            .iter()
-            .map(|_| Err(GrabError::Api(ApiError::new(ErrorCode::Unavailable))))
-            .collect()
-    };
-    let mut tx = match db.begin_write().await {
-        Ok(tx) => tx,
-        Err(e) => return failed(&e),
-    };
-    let mut results = Vec::with_capacity(batch.len());
-    for write in batch {
-        let outcome = match sqlx::Acquire::begin(&mut tx).await {
-            Ok(mut savepoint) => match write_grab_in(&mut savepoint, write).await {
-                Ok(grabbed) => savepoint
-                    .commit()
-                    .await
-                    .map(|()| grabbed)
-                    .map_err(GrabError::from),
-                Err(e) => {
-                    let _ = savepoint.rollback().await;
-                    Err(e)
-                }
-            },
-            Err(e) => Err(GrabError::from(e)),
-        };
-        results.push(outcome);
-    }
-    if let Err(e) = tx.commit().await {
-        return failed(&e);
-    }
-    results
+    crate::group_commit::in_savepoints(
+        db,
+        "red-packet",
+        batch,
+        || GrabError::Api(ApiError::new(ErrorCode::Unavailable)),
+        write_grab_in,
+    )
+    .await
 }
 
 /// Queues a grab for the next group commit and waits for it.

@@ -250,6 +250,22 @@ impl TestApp {
             .0
     }
 
+    /// The host's socket, joined to `room` with the live started (its frames not read yet).
+    pub async fn go_live(&self, token: &str, room: i64) -> WsSocket {
+        let mut socket = self.ws(token).await;
+        ws_send(
+            &mut socket,
+            serde_json::json!({"v": 1, "type": "join", "room": room}),
+        )
+        .await;
+        ws_send(
+            &mut socket,
+            serde_json::json!({"v": 1, "type": "start_live", "room": room}),
+        )
+        .await;
+        socket
+    }
+
     /// Creates a live-commerce room in the first class `token` sees; returns its id.
     pub async fn create_room(&self, token: &str, title: &str) -> i64 {
         let class = self.get(token, "/api/v1/classes").await.1[0]["id"]
