@@ -998,19 +998,18 @@ impl Driver {
     }
 }
 
-/// A bot's order: one unit, through the flash sale's or the shop's order handler, with a fresh
-/// idempotency key (a bot does not retry).
 /// The unused, valid claim of `account` with the largest discount on one unit of `sku` (its
-/// shop's coupons whose threshold the price reaches).
+/// shop's coupons whose threshold the price reaches; a discount counts up to the price less a
+/// cent, as checkout caps it).
 async fn best_coupon(commerce: &Commerce, account: i64, sku: i64) -> ApiResult<Option<i64>> {
     let now = commerce.app.clock.now_millis();
     Ok(sqlx::query_scalar(
         "SELECT cc.id FROM coupon_claims cc JOIN coupons c ON c.id = cc.coupon_id \
          JOIN skus s ON s.id = $2 JOIN products p ON p.id = s.product_id \
          WHERE cc.account_id = $1 AND cc.used_order_id IS NULL AND c.shop_id = p.shop_id \
-         AND c.threshold_cents <= s.price_cents AND c.discount_cents < s.price_cents \
-         AND c.valid_from <= $3 AND $3 < c.valid_until \
-         ORDER BY c.discount_cents DESC, cc.id LIMIT 1",
+         AND c.threshold_cents <= s.price_cents AND c.valid_from <= $3 AND $3 < c.valid_until \
+         ORDER BY CASE WHEN c.discount_cents < s.price_cents THEN c.discount_cents ELSE s.price_cents - 1 END DESC, \
+         cc.id LIMIT 1",
     )
     .bind(account)
     .bind(sku)
@@ -1019,6 +1018,8 @@ async fn best_coupon(commerce: &Commerce, account: i64, sku: i64) -> ApiResult<O
     .await?)
 }
 
+/// A bot's order: one unit, through the flash sale's or the shop's order handler, with a fresh
+/// idempotency key (a bot does not retry).
 async fn buy(
     commerce: &Commerce,
     p: Principal,
@@ -1050,22 +1051,36 @@ async fn buy(
             .await?
         }
         None => {
-            // Like a thrifty viewer: the best coupon it holds that applies.
-            let coupon_claim_id = best_coupon(commerce, p.account_id, sku).await?;
-            orders::place_order(
-                State(commerce.app.clone()),
-                Extension(commerce.clone()),
-                CurrentUser(p),
-                headers,
-                ApiJson(orders::PlaceOrder {
-                    sku_id: sku,
-                    quantity: 1,
-                    room_id: Some(room),
-                    coupon_claim_id,
-                    address: Some(address),
-                }),
-            )
-            .await?
+            // Like a thrifty viewer: the best coupon it holds that applies; if checkout refuses
+            // it (it expired a moment ago), the bot buys without.
+            let place = |coupon_claim_id: Option<i64>| {
+                orders::place_order(
+                    State(commerce.app.clone()),
+                    Extension(commerce.clone()),
+                    CurrentUser(p.clone()),
+                    headers.clone(),
+                    ApiJson(orders::PlaceOrder {
+                        sku_id: sku,
+                        quantity: 1,
+                        room_id: Some(room),
+                        coupon_claim_id,
+                        address: Some(address.clone()),
+                    }),
+                )
+            };
+            let coupon = best_coupon(commerce, p.account_id, sku).await?;
+            match place(coupon).await {
+                Err(e)
+                    if coupon.is_some()
+                        && matches!(
+                            e.code,
+                            ErrorCode::CouponNotApplicable | ErrorCode::CouponExpired
+                        ) =>
+                {
+                    place(None).await?
+                }
+                placed => placed?,
+            }
         }
     };
     Ok(order.id)

@@ -371,16 +371,39 @@ pub async fn order_flash_sale(
         }
         Reserve::NotLoaded => return Err(ErrorCode::Unavailable.into()),
     }
-    // From here the reservation must end in an order or be released.
-    let placed = write_order(&commerce, &sale, &p, quantity, &address, &key, now).await;
+    // From here the reservation must end in an order or be released: a task of its own, so a
+    // client that hangs up (dropping this handler) cannot stop it half-way.
+    let settle = {
+        let (commerce, sale, p, address, key) = (
+            commerce.clone(),
+            sale.clone(),
+            p.clone(),
+            address.clone(),
+            key.clone(),
+        );
+        tokio::spawn(async move {
+            let placed = write_order(&commerce, &sale, &p, quantity, &address, &key, now).await;
+            match &placed {
+                Ok(_) => {
+                    commerce
+                        .notices
+                        .order(sale.view.room_id, &p.name, &sale.view.title);
+                    commerce
+                        .flash_stock_changed(id, Some(sale.view.room_id))
+                        .await;
+                }
+                Err(_) => {
+                    if let Err(release) = commerce.sales.release(id, p.account_id, qty).await {
+                        tracing::warn!(sale = id, error = %release, "flash-sale gate release failed");
+                    }
+                }
+            }
+            placed
+        })
+    };
+    let placed = settle.await.map_err(ApiError::internal)?;
     match placed {
         Ok(order) => {
-            commerce
-                .notices
-                .order(sale.view.room_id, &p.name, &sale.view.title);
-            commerce
-                .flash_stock_changed(id, Some(sale.view.room_id))
-                .await;
             let written = new_order(&sale.view, p.account_id, quantity, &address, &key, now);
             Ok((
                 StatusCode::CREATED,
@@ -393,22 +416,16 @@ pub async fn order_flash_sale(
                 )),
             ))
         }
-        Err(e) => {
-            if let Err(release) = commerce.sales.release(id, p.account_id, qty).await {
-                tracing::warn!(sale = id, error = %release, "flash-sale gate release failed");
+        Err(e) => match e {
+            WriteError::Duplicate => {
+                let existing = orders::order_by_key(&state, p.account_id, &key)
+                    .await?
+                    .ok_or_else(ApiError::not_found)?;
+                orders::replay_order(&state, &existing, sale.view.sku_id, Some(id), quantity).await
             }
-            match e {
-                WriteError::Duplicate => {
-                    let existing = orders::order_by_key(&state, p.account_id, &key)
-                        .await?
-                        .ok_or_else(ApiError::not_found)?;
-                    orders::replay_order(&state, &existing, sale.view.sku_id, Some(id), quantity)
-                        .await
-                }
-                WriteError::SoldOut => Err(ErrorCode::SoldOut.into()),
-                WriteError::Api(e) => Err(e),
-            }
-        }
+            WriteError::SoldOut => Err(ErrorCode::SoldOut.into()),
+            WriteError::Api(e) => Err(e),
+        },
     }
 }
 

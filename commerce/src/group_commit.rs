@@ -6,8 +6,10 @@ use foundation::db::Db;
 use sqlx::{Any, Transaction};
 
 /// Writes `batch` in one transaction, each item by `write` in a savepoint of its own; the
-/// answers are in batch order. When the transaction cannot start or commit, every item is
-/// answered `unavailable()` (nothing of it was written).
+/// answers are in batch order. When the transaction cannot start or commit, or a savepoint
+/// cannot be opened, released or rolled back (the transaction's state is then unknown:
+/// PostgreSQL would silently roll back a commit of an aborted transaction), every item is
+/// answered `unavailable()` and nothing of the batch is kept.
 pub(crate) async fn in_savepoints<W, T, E>(
     db: &Db,
     what: &'static str,
@@ -28,15 +30,21 @@ where
     };
     let mut results = Vec::with_capacity(batch.len());
     for item in batch {
-        let outcome = match sqlx::Acquire::begin(&mut tx).await {
-            Ok(mut savepoint) => match write(&mut savepoint, item).await {
-                Ok(value) => savepoint.commit().await.map(|()| value).map_err(E::from),
-                Err(e) => {
-                    let _ = savepoint.rollback().await;
-                    Err(e)
-                }
+        let mut savepoint = match sqlx::Acquire::begin(&mut tx).await {
+            Ok(savepoint) => savepoint,
+            Err(e) => return failed(&e),
+        };
+        let outcome = match write(&mut savepoint, item).await {
+            Ok(value) => match savepoint.commit().await {
+                Ok(()) => Ok(value),
+                Err(e) => return failed(&e),
             },
-            Err(e) => Err(E::from(e)),
+            Err(e) => {
+                if let Err(rollback) = savepoint.rollback().await {
+                    return failed(&rollback);
+                }
+                Err(e)
+            }
         };
         results.push(outcome);
     }

@@ -333,28 +333,36 @@ pub async fn grab(
         Grab::Empty => return Err(ErrorCode::RedPacketEmpty.into()),
         Grab::NotLoaded => return Err(ErrorCode::Unavailable.into()),
     };
-    match write_grab(&commerce, &meta, p.account_id, idx, now).await {
-        Ok(grabbed) => {
-            if grabbed.last {
-                finish(&commerce, &meta).await;
+    // From here the share must end written or released, and the last grab must finish the
+    // packet: a task of its own, so a client that hangs up (dropping this handler) cannot
+    // stop it half-way.
+    let user = p.account_id;
+    let settle = tokio::spawn(async move {
+        match write_grab(&commerce, &meta, user, idx, now).await {
+            Ok(grabbed) => {
+                if grabbed.last {
+                    finish(&commerce, &meta).await;
+                }
+                Ok(Grabbed {
+                    red_packet_id: meta.id,
+                    amount_cents: grabbed.amount,
+                    balance_cents: grabbed.balance,
+                })
             }
-            Ok(Json(Grabbed {
-                red_packet_id: id,
-                amount_cents: grabbed.amount,
-                balance_cents: grabbed.balance,
-            }))
+            Err(GrabError::Already) => {
+                // The database knew better than the gate (it was reloaded mid-grab): the share
+                // is free.
+                let _ = commerce.packets.release(meta.id, user, idx).await;
+                Err(ErrorCode::AlreadyGrabbed.into())
+            }
+            Err(GrabError::Closed) => Err(ErrorCode::RedPacketExpired.into()),
+            Err(GrabError::Api(e)) => {
+                let _ = commerce.packets.release(meta.id, user, idx).await;
+                Err(e)
+            }
         }
-        Err(GrabError::Already) => {
-            // The database knew better than the gate (it was reloaded mid-grab): the share is free.
-            let _ = commerce.packets.release(id, p.account_id, idx).await;
-            Err(ErrorCode::AlreadyGrabbed.into())
-        }
-        Err(GrabError::Closed) => Err(ErrorCode::RedPacketExpired.into()),
-        Err(GrabError::Api(e)) => {
-            let _ = commerce.packets.release(id, p.account_id, idx).await;
-            Err(e)
-        }
-    }
+    });
+    settle.await.map_err(ApiError::internal)?.map(Json)
 }
 
 pub(crate) struct WrittenGrab {
@@ -395,8 +403,15 @@ pub(crate) struct GrabWrite {
     reply: oneshot::Sender<Result<WrittenGrab, GrabError>>,
 }
 
-/// Most grabs in one transaction.
-const GROUP_COMMIT_MAX: usize = 256;
+/// Most grabs in one transaction: on PostgreSQL no more than its per-transaction cache of
+/// subtransaction ids (64; a grab's savepoint is one), beyond which every other session's
+/// visibility checks slow down.
+fn group_commit_max(backend: foundation::db::Backend) -> usize {
+    match backend {
+        foundation::db::Backend::Sqlite => 256,
+        foundation::db::Backend::Postgres => 64,
+    }
+}
 
 /// Writes grabs in group commits, like flash-sale orders (`flash_sales::start_writer`):
 /// whatever grabs are waiting when a transaction starts go into it, each in a savepoint of its
@@ -404,9 +419,13 @@ const GROUP_COMMIT_MAX: usize = 256;
 /// makes them all durable. A grab is answered only after its transaction committed.
 pub(crate) fn start_grab_writer(db: foundation::db::Db) -> mpsc::Sender<GrabWrite> {
     let (tx, mut rx) = mpsc::channel::<GrabWrite>(4096);
+    let max = group_commit_max(db.backend());
     tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
-        while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+        let mut batch = Vec::with_capacity(max);
+        while rx.recv_many(&mut batch, max).await > 0 {
+            // Packet rows are locked in id order, so two nodes' groups do not deadlock on them
+            // (each grab answers through its own channel, so the order is free).
+            batch.sort_by_key(|w| (w.meta.id, w.user));
             let results = commit_grabs(&db, &batch).await;
             for (write, result) in batch.drain(..).zip(results) {
                 let _ = write.reply.send(result);

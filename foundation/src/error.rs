@@ -181,6 +181,17 @@ impl From<sqlx::Error> for ApiError {
                 tracing::warn!(error = %err, "database pool exhausted");
                 Self::new(ErrorCode::Unavailable)
             }
+            // Contention, not a bug: PostgreSQL's deadlock and serialization failures, SQLite's
+            // busy and locked (after its busy timeout). The request can be retried.
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.code().as_deref(),
+                    Some("40P01" | "40001" | "5" | "6" | "261" | "517")
+                ) =>
+            {
+                tracing::warn!(error = %err, "database contention");
+                Self::new(ErrorCode::Unavailable)
+            }
             _ => Self::internal(err),
         }
     }
