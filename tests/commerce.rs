@@ -468,6 +468,92 @@ async fn open_flash_sale(
     )
 }
 
+/// A flash sale's unpaid orders expire back into the sale (and the buyers' limits), and when
+/// the sale is over and nothing is pending any more, its unsold units go back to the SKU.
+async fn flash_sale_unpaid_units_return_and_the_end_returns_the_rest(backend: Backend) {
+    let clock = ManualClock::new(SystemClock.now_millis());
+    let app = spawn_app_with(backend, |_| {}, clock.clone()).await;
+    let (host, _shop, product, skus) = open_shop(&app, 100).await;
+    let room = app.create_room(&host, "秒杀回补").await;
+    let (status, body) = post(
+        &app,
+        &host,
+        &format!("/api/v1/rooms/{room}/flash-sales"),
+        json!({"sku_id": skus[0], "price_cents": 990, "stock": 5, "per_user_limit": 1,
+               "starts_in_seconds": 0, "duration_seconds": 600, "pay_seconds": 60}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let sale = body["id"].as_i64().unwrap();
+    let path = format!("/api/v1/flash-sales/{sale}/orders");
+    assert_eq!(
+        sku_stock(&app, &host, product, skus[0]).await,
+        95,
+        "carved out of the SKU"
+    );
+    let tokens = viewers(&app, 8).await;
+    let mut first = Vec::new();
+    for (i, token) in tokens[..3].iter().enumerate() {
+        let (status, order) = post_keyed(&app, token, &path, &format!("a{i}"), json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        first.push(order["id"].as_i64().unwrap());
+    }
+    let (status, _) = post(
+        &app,
+        &tokens[0],
+        &format!("/api/v1/orders/{}/pay", first[0]),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // The two unpaid orders expire: their units are back in the sale.
+    clock.advance_millis(61_000);
+    let sale_path = format!("/api/v1/flash-sales/{sale}");
+    for _ in 0..50 {
+        if app.get(&host, &sale_path).await.1["remaining"] == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, view) = app.get(&host, &sale_path).await;
+    assert_eq!(
+        (view["remaining"].as_i64(), view["sold"].as_i64()),
+        (Some(4), Some(1)),
+        "{view}"
+    );
+    for (token, id) in tokens[1..3].iter().zip(&first[1..]) {
+        let (_, order) = app.get(token, &format!("/api/v1/orders/{id}")).await;
+        assert_eq!(order["status"], "cancelled", "{order}");
+    }
+    // The gate has them back too: one whose order expired may buy again, and four units sell.
+    let mut second = 0;
+    for (i, token) in tokens[1..6].iter().enumerate() {
+        let (status, body) = post_keyed(&app, token, &path, &format!("b{i}"), json!({})).await;
+        if status == StatusCode::CREATED {
+            second += 1;
+        } else {
+            assert_error(status, &body, 409, "sold_out");
+        }
+    }
+    assert_eq!(second, 4, "the expired units sold again");
+    // Over, and its last orders unpaid: once they expire the sale closes and returns 4 units.
+    clock.advance_millis(600_000);
+    for _ in 0..50 {
+        if app.get(&host, &sale_path).await.1["status"] == "closed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, view) = app.get(&host, &sale_path).await;
+    assert_eq!(view["status"], "closed", "{view}");
+    assert_eq!(view["sold"], 1, "{view}");
+    assert_eq!(
+        sku_stock(&app, &host, product, skus[0]).await,
+        99,
+        "the unsold units are back"
+    );
+}
+
 /// The database's own guard holds even when the gate is wrong: the sale's stock is cut behind
 /// the gate's back, a crowd buys at once, and only what the database holds is sold (the group
 /// write is refused as a whole and redone order by order).
@@ -1403,6 +1489,7 @@ backend_tests!(
     flash_sale_with_redis_gates,
     flash_sale_database_guard_holds_when_the_gate_is_wrong,
     flash_sale_group_commit_of_many_orders,
+    flash_sale_unpaid_units_return_and_the_end_returns_the_rest,
     red_packets_embedded,
     red_packets_with_redis_gates,
     expired_red_packet_returns_the_rest,
