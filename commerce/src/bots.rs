@@ -879,19 +879,16 @@ impl Driver {
                         continue;
                     };
                     let commerce = commerce.clone();
-                    let room = self.room;
-                    tokio::spawn(async move {
-                        let paid = orders::order_action(
+                    spawn_logged(self.room, "pay", async move {
+                        orders::order_action(
                             State(commerce.app.clone()),
                             Extension(commerce.clone()),
                             CurrentUser(p),
                             ApiPath((order, "pay".to_owned())),
                             Bytes::new(),
                         )
-                        .await;
-                        if let Err(e) = paid {
-                            log_refusal(room, "pay", &e);
-                        }
+                        .await
+                        .map(drop)
                     });
                 }
                 BotAction::GrabRedPacket { bot, packet } => {
@@ -899,18 +896,15 @@ impl Driver {
                         continue;
                     };
                     let commerce = commerce.clone();
-                    let room = self.room;
-                    tokio::spawn(async move {
-                        let grabbed = red_packets::grab(
+                    spawn_logged(self.room, "grab", async move {
+                        red_packets::grab(
                             State(commerce.app.clone()),
                             Extension(commerce.clone()),
                             CurrentUser(p),
                             ApiPath(packet),
                         )
-                        .await;
-                        if let Err(e) = grabbed {
-                            log_refusal(room, "grab", &e);
-                        }
+                        .await
+                        .map(drop)
                     });
                 }
                 BotAction::ClaimCoupon { bot, coupon } => {
@@ -918,18 +912,15 @@ impl Driver {
                         continue;
                     };
                     let commerce = commerce.clone();
-                    let room = self.room;
-                    tokio::spawn(async move {
-                        let claimed = coupons::claim_coupon(
+                    spawn_logged(self.room, "claim", async move {
+                        coupons::claim_coupon(
                             State(commerce.app.clone()),
                             Extension(commerce.clone()),
                             CurrentUser(p),
                             ApiPath(coupon),
                         )
-                        .await;
-                        if let Err(e) = claimed {
-                            log_refusal(room, "claim", &e);
-                        }
+                        .await
+                        .map(drop)
                     });
                 }
             }
@@ -1097,6 +1088,20 @@ fn failure_of(room: i64, e: &ApiError) -> BuyFailure {
 }
 
 /// Refusals are part of the game (sold out, already grabbed, no money left); failures are not.
+/// Runs a bot's request in a task of its own (the crowd does not wait for it); a refusal is
+/// logged, as a person would just see it.
+fn spawn_logged(
+    room: i64,
+    what: &'static str,
+    request: impl std::future::Future<Output = ApiResult<()>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = request.await {
+            log_refusal(room, what, &e);
+        }
+    });
+}
+
 fn log_refusal(room: i64, what: &str, e: &ApiError) {
     if e.code.status().is_server_error() {
         tracing::warn!(room, what, error = %e, "a bot's request failed");
