@@ -5,7 +5,7 @@
 # then the naive PostgreSQL `SELECT … FOR UPDATE` baseline and redis-benchmark's EVAL rate of
 # the reserve script, on the same box. Results: target/bench/commerce-*.jsonl and a table.
 #
-#   loadtest/bench-commerce.sh [buyers] [stock] [concurrency]     (defaults: 10000 1000 1000)
+#   loadtest/bench-commerce.sh [buyers] [stock] [concurrency]     (defaults: 10000 1000 10000)
 #   MODES="embedded" BASELINES=0 loadtest/bench-commerce.sh      (one mode, no baselines)
 #   PROFILE=1 SKIP_BUILD=1 MODES=embedded BASELINES=0 loadtest/bench-commerce.sh   (perf of the burst)
 #   LOG_LEVEL="warn,sqlx::query=debug" …                          (every SQL statement in the server log)
@@ -19,7 +19,8 @@ cd "$(dirname "$0")/.."
 
 buyers=${1:-10000}
 stock=${2:-1000}
-concurrency=${3:-1000}
+# Every buyer in flight at once, each on its own connection (the box allows 20,000 open files).
+concurrency=${3:-$buyers}
 out=target/bench
 mkdir -p "$out"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -68,14 +69,23 @@ common_env() {
 
 # bench MODE: a fresh server in MODE (embedded | distributed), accounts, both tools.
 bench() {
-  local mode=$1 port data
+  local mode=$1 port data db_url
   port=$(free_port)
   data=$(mktemp -d)
+  if [ "$mode" = distributed ]; then
+    echo "livecamp_bench_$(date +%s)" >"$data/db"
+  fi
+  # The generator reads the server's database after each burst: what was acknowledged is stored.
+  if [ "$mode" = distributed ]; then
+    db_url="postgres://postgres@127.0.0.1:5432/$(cat "$data/db")"
+  else
+    db_url="sqlite://$data/livecamp.db"
+  fi
   (
     common_env
     export LIVECAMP_LISTEN="127.0.0.1:$port" LIVECAMP_DATA_DIR="$data"
     if [ "$mode" = distributed ]; then
-      db="livecamp_bench_$(date +%s)"
+      db=$(cat "$data/db")
       psql -q -h 127.0.0.1 -U postgres -c "CREATE DATABASE $db" postgres
       eval "$($bin keys generate | sed 's/^\([a-z_]*\) = /export LIVECAMP_\U\1=/')"
       export LIVECAMP_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" \
@@ -98,7 +108,7 @@ bench() {
       hook=(--before-burst "perf record -F 2999 -g -p $server_pid -o $out/perf-$mode-$tool.data -- sleep ${PROFILE_SECONDS:-3} >/dev/null 2>&1 & sleep 0.5")
     fi
     "$gen" commerce --base "http://127.0.0.1:$port" --server-pid "$server_pid" --password "$password" \
-      --tool "$tool" --buyers "$buyers" --stock "$stock" --concurrency "$concurrency" "${hook[@]}" \
+      --tool "$tool" --buyers "$buyers" --stock "$stock" --concurrency "$concurrency" --database-url "$db_url" "${hook[@]}" \
       | sed "s/^{/{\"mode\":\"$mode\",/" | tee -a "$results"
   done
   stop_server
@@ -119,9 +129,10 @@ psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE $naive_db" postgres
 say "redis-benchmark: EVAL of the reserve script (no HTTP, no database)"
 script=$(sed -n '/^const SALE_RESERVE: &str = r"/,/^";/p' commerce/src/gate.rs | sed '1d;$d')
 redis-cli SET bench:stock 100000000 >/dev/null
-eval_rps=$(redis-benchmark -q -n 200000 -c 50 EVAL "$script" 2 bench:stock bench:taken __rand_int__ 1 1000000000 \
+# KEYS: stock, taken, holds; ARGV: user, quantity, limit, Idempotency-Key, at:token (gate.rs).
+eval_rps=$(redis-benchmark -q -n 200000 -c 50 EVAL "$script" 3 bench:stock bench:taken bench:holds __rand_int__ 1 1000000000 k 0:t \
   | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
-redis-cli DEL bench:stock bench:taken >/dev/null
+redis-cli DEL bench:stock bench:taken bench:holds >/dev/null
 echo "{\"mode\":\"redis-benchmark\",\"benchmark\":\"eval-reserve\",\"attempts_per_second\":$eval_rps}" | tee -a "$results"
 fi
 

@@ -9,9 +9,11 @@ apt_install() {
     command -v sudo >/dev/null || die "need root (or sudo) to install: $*"
     sudo="sudo"
   fi
-  if [ -z "${LIVECAMP_APT_UPDATED:-}" ]; then
+  # Not LIVECAMP_-prefixed: the server reads every LIVECAMP_ variable as configuration and refuses
+  # unknown ones, and the scripts start it from this same shell.
+  if [ -z "${APT_LISTS_UPDATED_BY_SCRIPTS:-}" ]; then
     $sudo apt-get update -qq || die "apt-get update failed"
-    export LIVECAMP_APT_UPDATED=1
+    export APT_LISTS_UPDATED_BY_SCRIPTS=1
   fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" \
     || die "apt-get install $* failed"

@@ -24,58 +24,19 @@ async fn live_room_with_pinned_product(
     app: &TestApp,
     stock: i64,
 ) -> (String, WsSocket, i64, i64, Vec<i64>) {
-    let host = app.token("trainee01").await;
-    let (status, shop) = app
-        .send(
-            Method::POST,
-            &host,
-            "/api/v1/shops",
-            json!({"name": "赣南脐橙小店", "category": "生鲜"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{shop}");
-    let (status, product) = app
-        .send(
-            Method::POST,
-            &host,
-            &format!("/api/v1/shops/{}/products", shop["id"]),
-            json!({"title": "赣南脐橙", "listed": true,
-                   "skus": [{"spec": "5 斤", "price_cents": 3990, "stock": stock},
-                            {"spec": "10 斤", "price_cents": 6990, "stock": stock}]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{product}");
-    let product_id = product["id"].as_i64().unwrap();
-    let skus = product["skus"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_i64().unwrap())
-        .collect();
+    let common::shop::Shop {
+        host,
+        product_id,
+        skus,
+        ..
+    } = common::shop::open_shop(app, stock).await;
     let room = app.create_room(&host, "模拟买家练习").await;
     let mut host_ws = app.go_live(&host, room).await;
     wait_for(&mut host_ws, |f| {
         f["type"] == "event" && f["event"]["kind"] == "live_started"
     })
     .await;
-    let (status, body) = app
-        .send(
-            Method::POST,
-            &host,
-            &format!("/api/v1/rooms/{room}/products"),
-            json!({"product_id": product_id}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = app
-        .send(
-            Method::PUT,
-            &host,
-            &format!("/api/v1/rooms/{room}/pin"),
-            json!({"product_id": product_id}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    common::shop::shelve_and_pin(app, &host, room, product_id).await;
     (host, host_ws, room, product_id, skus)
 }
 

@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::shop::{balance, post, sku_stock, wait_for};
 use common::{Backend, TestApp, assert_error, spawn_app, spawn_app_with};
 use foundation::clock::{Clock, ManualClock, SystemClock};
 use futures::StreamExt;
@@ -18,58 +19,8 @@ use sha2::Digest;
 /// Opens trainee01's shop with one listed product of two SKUs; returns (host token, shop id,
 /// product id, [sku ids]).
 async fn open_shop(app: &TestApp, stock: i64) -> (String, i64, i64, Vec<i64>) {
-    let host = app.token("trainee01").await;
-    let (status, shop) = app
-        .send(
-            Method::POST,
-            &host,
-            "/api/v1/shops",
-            json!({"name": "长白山特产店", "category": "食品"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{shop}");
-    let shop_id = shop["id"].as_i64().unwrap();
-    let (status, product) = app
-        .send(
-            Method::POST,
-            &host,
-            &format!("/api/v1/shops/{shop_id}/products"),
-            json!({"title": "长白山野生蓝莓干", "description": "无添加", "listed": true,
-                   "images": ["https://img.example/1.jpg"],
-                   "skus": [{"spec": "250g", "price_cents": 3990, "stock": stock},
-                            {"spec": "500g 礼盒", "price_cents": 6990, "stock": stock}]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{product}");
-    let skus = product["skus"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_i64().unwrap())
-        .collect();
-    (host, shop_id, product["id"].as_i64().unwrap(), skus)
-}
-
-async fn balance(app: &TestApp, token: &str) -> i64 {
-    let (status, wallet) = app.get(token, "/api/v1/wallet").await;
-    assert_eq!(status, StatusCode::OK, "{wallet}");
-    wallet["balance_cents"].as_i64().unwrap()
-}
-
-async fn sku_stock(app: &TestApp, token: &str, product: i64, sku: i64) -> i64 {
-    let (_, product) = app.get(token, &format!("/api/v1/products/{product}")).await;
-    product["skus"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == sku)
-        .unwrap()["stock"]
-        .as_i64()
-        .unwrap()
-}
-
-async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    app.send(Method::POST, token, path, body).await
+    let shop = common::shop::open_shop(app, stock).await;
+    (shop.host, shop.shop_id, shop.product_id, shop.skus)
 }
 
 async fn post_keyed(
@@ -325,28 +276,15 @@ async fn unpaid_orders_expire_and_stock_returns(backend: Backend) {
 /// 29 viewers, each trying twice at once with different keys and once more with a repeated
 /// key, on 20 units with a limit of one each: exactly 20 orders.
 async fn flash_sale_never_oversells(app: &TestApp) {
-    let (host, _shop, _product, skus) = open_shop(app, 100).await;
+    let (host, _shop, product, skus) = open_shop(app, 100).await;
     let room = app.create_room(&host, "秒杀专场").await;
     // The shelf and the pinned product, as a joining page reads them.
-    let product = _product;
-    let (status, shelf) = post(
-        app,
-        &host,
-        &format!("/api/v1/rooms/{room}/products"),
-        json!({"product_id": product}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{shelf}");
-    let (status, pinned) = app
-        .send(
-            Method::PUT,
-            &host,
-            &format!("/api/v1/rooms/{room}/pin"),
-            json!({"product_id": product}),
-        )
+    common::shop::shelve_and_pin(app, &host, room, product).await;
+    let (_, state) = app
+        .get(&host, &format!("/api/v1/rooms/{room}/commerce"))
         .await;
-    assert_eq!(status, StatusCode::OK, "{pinned}");
-    assert_eq!(pinned["stock"], 200);
+    assert_eq!(state["pinned"], product, "{state}");
+    assert_eq!(state["shelf"][0]["stock"], 200);
     let (status, body) = post(app, &host, &format!("/api/v1/rooms/{room}/flash-sales"),
         json!({"sku_id": skus[0], "price_cents": 990, "stock": 20, "per_user_limit": 1, "starts_in_seconds": 0, "duration_seconds": 600})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -805,17 +743,6 @@ async fn red_packets_with_redis_gates(backend: Backend) {
     red_packet_shares_are_exact(&app).await;
 }
 
-async fn wait_for(app: &TestApp, token: &str, path: &str, field: &str, value: &str) -> Value {
-    for _ in 0..50 {
-        let (_, body) = app.get(token, path).await;
-        if body[field] == value {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{path} never had {field} = {value}");
-}
-
 async fn expired_red_packet_returns_the_rest(backend: Backend) {
     let clock = ManualClock::new(SystemClock.now_millis());
     let app = spawn_app_with(backend, |_| {}, clock.clone()).await;
@@ -1172,6 +1099,112 @@ async fn lucky_bag_watch_time_comes_from_the_hub(backend: Backend) {
     assert_eq!(drawn["winner_list"][0]["id"], viewer_id);
 }
 
+/// The 讲解中 card's price and stock are live: an order, a cancel, a stock adjustment and a price
+/// edit each reach the room as `product_updated` with the product's exact card, and an unchanged
+/// card is not sent again.
+async fn pinned_card_follows_price_and_stock(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (host, _shop, product, skus) = open_shop(&app, 10).await;
+    let room = app.create_room(&host, "讲解中").await;
+    // Only live rooms hear product updates: wait until the live is on.
+    let mut host_ws = app.go_live(&host, room).await;
+    next_frame(&mut host_ws, |f| {
+        f["type"] == "event" && f["event"]["kind"] == "live_started"
+    })
+    .await;
+    common::shop::shelve_and_pin(&app, &host, room, product).await;
+    let viewer = app.token("trainee02").await;
+    let mut ws = app.ws(&viewer).await;
+    common::ws_send(&mut ws, json!({"v": 1, "type": "join", "room": room})).await;
+    next_frame(&mut ws, |f| f["type"] == "joined").await;
+    let card = |f: &Value| f["type"] == "event" && f["event"]["event"]["kind"] == "product_updated";
+
+    // Two SKUs of 10: an order of 3 leaves 17 in all.
+    let (status, order) = post(
+        &app,
+        &viewer,
+        "/api/v1/orders",
+        json!({"sku_id": skus[0], "quantity": 3, "room_id": room}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let update = next_frame(&mut ws, card).await;
+    let shown = &update["event"]["event"]["product"];
+    assert_eq!(shown["id"], product);
+    assert_eq!(shown["stock"], 17, "{update}");
+    assert_eq!(shown["price_cents"], 3990);
+    // Cancelled: the units come back.
+    let id = order["id"].as_i64().unwrap();
+    let (status, body) = post(
+        &app,
+        &viewer,
+        &format!("/api/v1/orders/{id}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let update = next_frame(&mut ws, card).await;
+    assert_eq!(update["event"]["event"]["product"]["stock"], 20, "{update}");
+    // A stock adjustment and a cheaper spec: the lowest price drops.
+    let (status, body) = post(
+        &app,
+        &host,
+        &format!("/api/v1/skus/{}/stock", skus[1]),
+        json!({"delta": 5}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let update = next_frame(&mut ws, card).await;
+    assert_eq!(update["event"]["event"]["product"]["stock"], 25, "{update}");
+    let (status, body) = app
+        .send(
+            Method::PATCH,
+            &host,
+            &format!("/api/v1/skus/{}", skus[1]),
+            json!({"price_cents": 2990}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let update = next_frame(&mut ws, card).await;
+    assert_eq!(
+        update["event"]["event"]["product"]["price_cents"], 2990,
+        "{update}"
+    );
+    assert_eq!(update["event"]["event"]["product"]["stock"], 25);
+    // Setting the same price again changes nothing on the card: no event.
+    app.send(
+        Method::PATCH,
+        &host,
+        &format!("/api/v1/skus/{}", skus[1]),
+        json!({"price_cents": 2990}),
+    )
+    .await;
+    let quiet = tokio::time::timeout(Duration::from_millis(1_500), next_frame(&mut ws, card)).await;
+    assert!(
+        quiet.is_err(),
+        "an unchanged card was sent again: {quiet:?}"
+    );
+    // The room's commerce state agrees with the last card.
+    let (_, state) = app
+        .get(&viewer, &format!("/api/v1/rooms/{room}/commerce"))
+        .await;
+    assert_eq!(state["shelf"][0]["stock"], 25, "{state}");
+    assert_eq!(state["shelf"][0]["price_cents"], 2990);
+    assert_eq!(sku_stock(&app, &viewer, product, skus[1]).await, 15);
+    // A flash sale takes its 5 units out of the SKU: the card shows 20.
+    let (status, body) = post(
+        &app,
+        &host,
+        &format!("/api/v1/rooms/{room}/flash-sales"),
+        json!({"sku_id": skus[0], "price_cents": 990, "stock": 5, "per_user_limit": 1,
+               "starts_in_seconds": 0, "duration_seconds": 600}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let update = next_frame(&mut ws, card).await;
+    assert_eq!(update["event"]["event"]["product"]["stock"], 20, "{update}");
+}
+
 /// The next frame on a hub socket that matches (within 5 s).
 async fn next_frame(socket: &mut common::WsSocket, pred: impl Fn(&Value) -> bool) -> Value {
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -1498,5 +1531,303 @@ backend_tests!(
     lucky_bag_watch_task_counts_watching_during_the_countdown,
     lucky_bag_watch_time_comes_from_the_hub,
     lucky_bag_tasks_are_checked,
+    pinned_card_follows_price_and_stock,
     bad_input_is_refused_clearly,
 );
+
+// ---- session_stats_: each live session of a room reports only itself ----
+
+mod session_stats {
+    use super::*;
+    use common::{WsSocket, spawn_cluster, ws_send};
+
+    /// The next frame on a hub socket that matches (within 10 s).
+    async fn session_stats_frame(socket: &mut WsSocket, pred: impl Fn(&Value) -> bool) -> Value {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(Ok(message)) = socket.next().await {
+                let Ok(frame) =
+                    serde_json::from_str::<Value>(message.to_text().unwrap_or_default())
+                else {
+                    continue;
+                };
+                if pred(&frame) {
+                    return frame;
+                }
+            }
+            panic!("the socket closed while waiting for a frame");
+        })
+        .await
+        .expect("the frame arrives within 10 s")
+    }
+
+    fn session_stats_event(kind: &'static str) -> impl Fn(&Value) -> bool {
+        move |f| f["type"] == "event" && f["event"]["kind"] == kind
+    }
+
+    /// `socket` joins `room` and waits until its node has the room live.
+    async fn session_stats_join(socket: &mut WsSocket, room: i64) {
+        ws_send(socket, json!({"v": 1, "type": "join", "room": room})).await;
+        let joined = session_stats_frame(socket, |f| f["type"] == "joined").await;
+        if joined["state"]["live"] != true {
+            session_stats_frame(socket, session_stats_event("live_started")).await;
+        }
+    }
+
+    /// `count` likes in one frame, acknowledged (so the room has counted them).
+    async fn session_stats_like(socket: &mut WsSocket, room: i64, count: u32, id: u32) {
+        ws_send(
+            socket,
+            json!({"v": 1, "id": id, "type": "like", "room": room, "count": count}),
+        )
+        .await;
+        session_stats_frame(socket, |f| f["type"] == "ack" && f["id"] == id).await;
+    }
+
+    async fn session_stats_leave(socket: &mut WsSocket, room: i64) {
+        ws_send(socket, json!({"v": 1, "type": "leave", "room": room})).await;
+        session_stats_frame(socket, |f| f["type"] == "left").await;
+    }
+
+    /// Lets the batch writer store the last watch time (within 100 ms, real time), then moves
+    /// the virtual clock past the reports' 3 s delay.
+    async fn session_stats_settle(clock: &ManualClock) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        clock.advance_millis(4_000);
+    }
+
+    /// The room's reports once there are `n` of them (newest first; within 15 s).
+    async fn session_stats_reports(app: &TestApp, token: &str, room: i64, n: usize) -> Vec<Value> {
+        for _ in 0..150 {
+            let (status, reports) = app
+                .get(token, &format!("/api/v1/rooms/{room}/reports"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{reports}");
+            let reports = reports.as_array().cloned().unwrap_or_default();
+            if reports.len() >= n {
+                assert_eq!(reports.len(), n, "{reports:?}");
+                return reports;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{n} reports of room {room} were not written");
+    }
+
+    async fn session_stats_account(app: &TestApp, token: &str) -> i64 {
+        app.get(token, "/api/v1/me").await.1["id"]
+            .as_i64()
+            .expect("account id")
+    }
+
+    /// A room goes live twice (virtual time): two viewers, 30 likes and a minute each in the
+    /// first live; one of them back for 10 s and 5 likes in the second. The second live's
+    /// dashboard and report count only the second; the first's report stays as it was; the
+    /// room's totals (and the lucky bags' `room_viewers`) still add both.
+    async fn session_stats_each_live_reports_only_itself(backend: Backend) {
+        let clock = ManualClock::new(SystemClock.now_millis());
+        let app = spawn_app_with(backend, |_| {}, clock.clone()).await;
+        let host = app.token("trainee01").await;
+        let room = app.create_room(&host, "练习两场").await;
+        let a = app.token("trainee02").await;
+        let b = app.token("trainee03").await;
+        let a_id = session_stats_account(&app, &a).await;
+
+        // The first live.
+        let mut host_ws = app.go_live(&host, room).await;
+        session_stats_frame(&mut host_ws, session_stats_event("live_started")).await;
+        let mut a_ws = app.ws(&a).await;
+        let mut b_ws = app.ws(&b).await;
+        session_stats_join(&mut a_ws, room).await;
+        session_stats_join(&mut b_ws, room).await;
+        for id in 1..=3 {
+            session_stats_like(&mut a_ws, room, 10, id).await;
+        }
+        clock.advance_millis(60_000);
+        ws_send(
+            &mut host_ws,
+            json!({"v": 1, "type": "end_live", "room": room}),
+        )
+        .await;
+        session_stats_frame(&mut host_ws, session_stats_event("live_ended")).await;
+        session_stats_leave(&mut a_ws, room).await;
+        session_stats_leave(&mut b_ws, room).await;
+        session_stats_settle(&clock).await;
+        let first = session_stats_reports(&app, &host, room, 1).await;
+        let one = &first[0]["dashboard"];
+        assert_eq!(one["live"], false, "{one}");
+        assert_eq!(one["unique_viewers"], 2, "{one}");
+        assert_eq!(one["watch_ms_total"], 120_000, "{one}");
+        assert_eq!(one["likes"], 30, "{one}");
+        assert_eq!(one["peak_viewers"], 2, "{one}");
+
+        // The second live: only trainee02 comes back.
+        ws_send(
+            &mut host_ws,
+            json!({"v": 1, "type": "start_live", "room": room}),
+        )
+        .await;
+        session_stats_frame(&mut host_ws, session_stats_event("live_started")).await;
+        session_stats_join(&mut a_ws, room).await;
+        session_stats_like(&mut a_ws, room, 5, 4).await;
+        clock.advance_millis(10_000);
+        // The live dashboard, once the hub's watch save (every 5 s) has stored the 10 s.
+        let path = format!("/api/v1/rooms/{room}/dashboard");
+        let mut live = Value::Null;
+        for _ in 0..100 {
+            let (status, body) = app.get(&host, &path).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            live = body;
+            if live["watch_ms_total"].as_i64().unwrap_or_default() >= 10_000 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(live["live"], true, "{live}");
+        assert_eq!(live["viewers_now"], 1, "{live}");
+        assert_eq!(live["unique_viewers"], 1, "{live}");
+        assert_eq!(live["watch_ms_total"], 10_000, "{live}");
+        assert_eq!(live["likes"], 5, "{live}");
+        assert_eq!(live["peak_viewers"], 1, "{live}");
+
+        ws_send(
+            &mut host_ws,
+            json!({"v": 1, "type": "end_live", "room": room}),
+        )
+        .await;
+        session_stats_frame(&mut host_ws, session_stats_event("live_ended")).await;
+        session_stats_leave(&mut a_ws, room).await;
+        session_stats_settle(&clock).await;
+        let both = session_stats_reports(&app, &host, room, 2).await;
+        let two = &both[0]["dashboard"];
+        assert!(
+            both[0]["started_at"].as_i64() > first[0]["started_at"].as_i64(),
+            "newest first: {both:?}"
+        );
+        assert_eq!(two["unique_viewers"], 1, "{two}");
+        assert_eq!(two["watch_ms_total"], 10_000, "{two}");
+        assert_eq!(two["avg_watch_ms"], 10_000, "{two}");
+        assert_eq!(two["likes"], 5, "{two}");
+        assert_eq!(two["peak_viewers"], 1, "{two}");
+        assert_eq!(both[1], first[0], "the first report is unchanged");
+        // The dashboard after the end shows the second live too.
+        let (_, after) = app.get(&host, &path).await;
+        assert_eq!(after["live"], false, "{after}");
+        assert_eq!(
+            (
+                &after["likes"],
+                &after["peak_viewers"],
+                &after["watch_ms_total"]
+            ),
+            (&json!(5), &json!(1), &json!(10_000)),
+            "{after}"
+        );
+
+        // The room's own totals still cover both lives.
+        let (_, record) = app.get(&host, &format!("/api/v1/rooms/{room}")).await;
+        assert_eq!(record["likes"], 35, "{record}");
+        assert_eq!(record["peak_viewers"], 2, "{record}");
+        let watched: i64 = sqlx::query_scalar(
+            "SELECT watch_ms FROM room_viewers WHERE room_id = $1 AND account_id = $2",
+        )
+        .bind(room)
+        .bind(a_id)
+        .fetch_one(app.state.db.pool())
+        .await
+        .expect("room_viewers row");
+        assert_eq!(watched, 70_000, "room_viewers keeps the room's total");
+    }
+
+    /// The same across two nodes sharing the room through Redis (real time): likes taken on
+    /// both nodes land exactly in the live they were taken in, the peak is the live's own.
+    async fn session_stats_per_live_across_nodes(backend: Backend) {
+        let nodes = spawn_cluster(backend, 2, &common::redis_url()).await;
+        let (n1, n2) = (&nodes[0], &nodes[1]);
+        let host = n1.token("trainee01").await;
+        let room = n1.create_room(&host, "跨节点两场").await;
+        let a = n2.token("trainee02").await;
+        let b = n1.token("trainee03").await;
+
+        let mut host_ws = n1.go_live(&host, room).await;
+        session_stats_frame(&mut host_ws, session_stats_event("live_started")).await;
+        // trainee02 watches through node 2, trainee03 through node 1.
+        let mut a_ws = n2.ws(&a).await;
+        let mut b_ws = n1.ws(&b).await;
+        session_stats_join(&mut a_ws, room).await;
+        session_stats_join(&mut b_ws, room).await;
+        for id in 1..=4 {
+            session_stats_like(&mut a_ws, room, 7, id).await;
+            session_stats_like(&mut b_ws, room, 3, id).await;
+        }
+        session_stats_frame(&mut host_ws, |f| {
+            f["type"] == "stats" && f["likes"] == 40 && f["viewers"] == 2
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ws_send(
+            &mut host_ws,
+            json!({"v": 1, "type": "end_live", "room": room}),
+        )
+        .await;
+        session_stats_frame(&mut host_ws, session_stats_event("live_ended")).await;
+        session_stats_leave(&mut a_ws, room).await;
+        session_stats_leave(&mut b_ws, room).await;
+        session_stats_frame(&mut host_ws, |f| f["type"] == "stats" && f["viewers"] == 0).await;
+        let first = session_stats_reports(n1, &host, room, 1).await;
+        let one = &first[0]["dashboard"];
+        assert_eq!(one["likes"], 40, "{one}");
+        assert_eq!(one["peak_viewers"], 2, "{one}");
+        assert_eq!(one["unique_viewers"], 2, "{one}");
+        assert!(
+            one["watch_ms_total"].as_i64().unwrap_or_default() > 0,
+            "{one}"
+        );
+
+        // Both nodes count the viewers that left before the second live starts (their viewer
+        // gauges are summed every second).
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        ws_send(
+            &mut host_ws,
+            json!({"v": 1, "type": "start_live", "room": room}),
+        )
+        .await;
+        session_stats_frame(&mut host_ws, session_stats_event("live_started")).await;
+        session_stats_join(&mut a_ws, room).await;
+        session_stats_like(&mut a_ws, room, 5, 9).await;
+        session_stats_frame(&mut host_ws, |f| {
+            f["type"] == "stats" && f["likes"] == 45 && f["viewers"] == 1
+        })
+        .await;
+        // Node 1's dashboard, while node 2 holds the viewer and took the likes.
+        let path = format!("/api/v1/rooms/{room}/dashboard");
+        let (status, live) = n1.get(&host, &path).await;
+        assert_eq!(status, StatusCode::OK, "{live}");
+        assert_eq!(live["live"], true, "{live}");
+        assert_eq!(live["likes"], 5, "{live}");
+        assert_eq!(live["peak_viewers"], 1, "{live}");
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        ws_send(
+            &mut host_ws,
+            json!({"v": 1, "type": "end_live", "room": room}),
+        )
+        .await;
+        session_stats_frame(&mut host_ws, session_stats_event("live_ended")).await;
+        session_stats_leave(&mut a_ws, room).await;
+        let both = session_stats_reports(n1, &host, room, 2).await;
+        let two = &both[0]["dashboard"];
+        assert_eq!(two["likes"], 5, "{two}");
+        assert_eq!(two["peak_viewers"], 1, "{two}");
+        assert_eq!(two["unique_viewers"], 1, "{two}");
+        // One viewer cannot have watched this live longer than it lasted (with their first
+        // live's watch time counted too, they would have).
+        let watch = two["watch_ms_total"].as_i64().unwrap_or_default();
+        assert!(
+            watch > 0 && watch <= two["duration_ms"].as_i64().unwrap_or_default(),
+            "{two}"
+        );
+        assert_eq!(both[1], first[0], "the first report is unchanged");
+    }
+
+    crate::backend_tests!(
+        session_stats_each_live_reports_only_itself,
+        session_stats_per_live_across_nodes,
+    );
+}

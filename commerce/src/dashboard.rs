@@ -3,6 +3,11 @@
 //! GMV, conversion, sales per product, red packets, coupons, flash sales — and the report kept
 //! for each live session once it ends, with a short diagnosis (`core::diagnosis`). Instructors
 //! see every session of their class side by side.
+//!
+//! Every number is of one live session (a room's live from its `started_at`): what the hub
+//! counts (peak, likes, unique viewers, watch time) comes from its per-session rows
+//! (`live_sessions`, `live_session_viewers`, migration 0011), not from the room's totals over
+//! all its lives, so a room that goes live again starts from zero.
 
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -16,11 +21,11 @@ use signaling::protocol::MemberRole;
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use crate::Commerce;
 use crate::core::diagnosis::{self, Diagnosis, SessionNumbers};
+use crate::{Commerce, LiveCounts};
 
-/// Orders that count as sold: paid and not refunded (a pending refund still counts).
-pub(crate) const SOLD: &str = "('paid', 'shipped', 'completed', 'refund_requested')";
+/// Orders that count as sold: paid and not refunded (a pending refund or return still counts).
+pub(crate) const SOLD: &str = "('paid', 'shipped', 'completed', 'refund_requested', 'return_requested', 'return_approved', 'return_shipped')";
 
 /// A report is built this long after a live ends, so the last watch time and chat are stored.
 const REPORT_DELAY_MS: i64 = 3_000;
@@ -123,6 +128,7 @@ struct RoomRow {
     status: String,
     started_at: Option<i64>,
     ended_at: Option<i64>,
+    /// The room's totals over all its lives (only for a session without its own numbers).
     peak: i64,
     likes: i64,
 }
@@ -147,6 +153,36 @@ async fn room_row(state: &AppState, room: i64) -> ApiResult<RoomRow> {
     })
 }
 
+/// The live session a dashboard is of: its start (none before a room's first live) and, once
+/// over, end; whether it runs now; and the counters of the hub's running copy of the room on
+/// this node, if any (its current or last session's).
+struct Span {
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    live: bool,
+    counts: Option<LiveCounts>,
+}
+
+/// A session's stored numbers (`live_sessions`): its peak, raised by every node, and the likes
+/// taken while it ran, added by every node.
+async fn session_row(
+    state: &AppState,
+    room: i64,
+    started_at: i64,
+) -> ApiResult<Option<(i64, i64)>> {
+    let row = sqlx::query(
+        "SELECT peak_viewers, likes FROM live_sessions WHERE room_id = $1 AND started_at = $2",
+    )
+    .bind(room)
+    .bind(started_at)
+    .fetch_optional(state.db.pool())
+    .await?;
+    Ok(match row {
+        Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
+        None => None,
+    })
+}
+
 async fn scalar_pair(
     state: &AppState,
     sql: &'static str,
@@ -166,25 +202,105 @@ async fn scalar_pair(
     ))
 }
 
-/// The numbers of `room`'s current (or last) live session at `now`.
-async fn compute(commerce: &Commerce, room: i64, now: i64) -> ApiResult<Dashboard> {
+/// The hub's numbers of a session: unique viewers, watch time, bot viewers, peak and likes.
+struct Audience {
+    unique_viewers: i64,
+    watch_ms_total: i64,
+    bot_viewers: i64,
+    peak_viewers: i64,
+    likes: i64,
+}
+
+async fn audience(state: &AppState, room: i64, r: &RoomRow, span: &Span) -> ApiResult<Audience> {
+    // While the session runs, the hub's running room on this node is ahead of the stored
+    // numbers (saved every 10 s); once it is over, every node has stored its part (the hub
+    // saves at the end), and the stored numbers are the exact ones.
+    let running = span.counts.filter(|c| span.live && c.live);
+    let stored = match span.started_at {
+        Some(started) => session_row(state, room, started).await?,
+        None => None,
+    };
+    if let (Some(started), Some((peak, likes))) = (span.started_at, stored) {
+        let row = sqlx::query(
+            "SELECT COUNT(*), CAST(SUM(v.watch_ms) AS BIGINT), \
+             CAST(SUM(CASE WHEN a.is_bot = 1 THEN 1 ELSE 0 END) AS BIGINT) \
+             FROM live_session_viewers v JOIN accounts a ON a.id = v.account_id \
+             WHERE v.room_id = $1 AND v.started_at = $2",
+        )
+        .bind(room)
+        .bind(started)
+        .fetch_one(state.db.pool())
+        .await?;
+        return Ok(Audience {
+            unique_viewers: row.try_get(0)?,
+            watch_ms_total: row.try_get::<Option<i64>, _>(1)?.unwrap_or_default(),
+            bot_viewers: row.try_get::<Option<i64>, _>(2)?.unwrap_or_default(),
+            peak_viewers: running.map_or(peak, |c| i64::from(c.peak).max(peak)),
+            likes: running.map_or(likes, |c| {
+                i64::try_from(c.likes).unwrap_or(i64::MAX).max(likes)
+            }),
+        });
+    }
+    // Old data, a session without its own row (before a room's first live there is none
+    // either, and every count below is then 0): fall back to the room's numbers as they were
+    // reported before migration 0011 — viewers seen during the session with their watch time
+    // in the room (over all its lives), and the room's peak and likes. (The migration copied
+    // these into `live_sessions` for each room's last live, and the hub opens a row at every
+    // start, so this is a safety net.)
+    let from = span.started_at.unwrap_or(i64::MAX);
+    let to = if span.live {
+        i64::MAX
+    } else {
+        span.ended_at.unwrap_or(i64::MAX)
+    };
+    let row = sqlx::query(
+        "SELECT COUNT(*), CAST(SUM(v.watch_ms) AS BIGINT), \
+         CAST(SUM(CASE WHEN a.is_bot = 1 THEN 1 ELSE 0 END) AS BIGINT) \
+         FROM room_viewers v JOIN accounts a ON a.id = v.account_id \
+         WHERE v.room_id = $1 AND v.last_seen_at >= $2 AND v.first_seen_at <= $3",
+    )
+    .bind(room)
+    .bind(from)
+    .bind(to)
+    .fetch_one(state.db.pool())
+    .await?;
+    Ok(Audience {
+        unique_viewers: row.try_get(0)?,
+        watch_ms_total: row.try_get::<Option<i64>, _>(1)?.unwrap_or_default(),
+        bot_viewers: row.try_get::<Option<i64>, _>(2)?.unwrap_or_default(),
+        peak_viewers: running.map_or(r.peak, |c| i64::from(c.peak).max(r.peak)),
+        likes: running.map_or(r.likes, |c| {
+            i64::try_from(c.likes).unwrap_or(i64::MAX).max(r.likes)
+        }),
+    })
+}
+
+/// The numbers of `room`'s live session `span` at `now`.
+async fn compute(
+    commerce: &Commerce,
+    room: i64,
+    r: RoomRow,
+    span: Span,
+    now: i64,
+) -> ApiResult<Dashboard> {
     let state = &commerce.app;
-    let r = room_row(state, room).await?;
-    let counts = commerce.rooms.counts(room).await;
-    let live = counts.map_or(r.status == "live", |c| c.live);
-    let from = r.started_at.unwrap_or(i64::MAX);
-    let to = if live { now } else { r.ended_at.unwrap_or(now) };
+    let live = span.live;
+    let from = span.started_at.unwrap_or(i64::MAX);
+    let to = if live {
+        now
+    } else {
+        span.ended_at.unwrap_or(now)
+    };
+    let Audience {
+        unique_viewers,
+        watch_ms_total,
+        bot_viewers,
+        peak_viewers,
+        likes,
+    } = audience(state, room, &r, &span).await?;
     let (comments, commenters) = scalar_pair(
         state,
         "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM room_messages WHERE room_id = $1 AND at >= $2 AND at <= $3",
-        room,
-        from,
-        to,
-    )
-    .await?;
-    let (unique_viewers, watch_ms_total) = scalar_pair(
-        state,
-        "SELECT COUNT(*), CAST(SUM(watch_ms) AS BIGINT) FROM room_viewers WHERE room_id = $1 AND last_seen_at >= $2 AND first_seen_at <= $3",
         room,
         from,
         to,
@@ -297,12 +413,10 @@ async fn compute(commerce: &Commerce, room: i64, now: i64) -> ApiResult<Dashboar
         to,
     )
     .await?;
-    let (bot_viewers, bot_comments) = scalar_pair(
+    let (bot_comments, _) = scalar_pair(
         state,
-        "SELECT (SELECT COUNT(*) FROM room_viewers v JOIN accounts a ON a.id = v.account_id WHERE v.room_id = $1 \
-         AND v.last_seen_at >= $2 AND v.first_seen_at <= $3 AND a.is_bot = 1), \
-         (SELECT COUNT(*) FROM room_messages m JOIN accounts a ON a.id = m.user_id WHERE m.room_id = $1 \
-         AND m.at >= $2 AND m.at <= $3 AND a.is_bot = 1)",
+        "SELECT COUNT(*), CAST(0 AS BIGINT) FROM room_messages m JOIN accounts a ON a.id = m.user_id \
+         WHERE m.room_id = $1 AND m.at >= $2 AND m.at <= $3 AND a.is_bot = 1",
         room,
         from,
         to,
@@ -320,7 +434,6 @@ async fn compute(commerce: &Commerce, room: i64, now: i64) -> ApiResult<Dashboar
     .await?;
     let bot_orders: i64 = row.try_get(0)?;
     let bot_gmv_cents: i64 = row.try_get::<Option<i64>, _>(1)?.unwrap_or_default();
-    let peak_viewers = counts.map_or(r.peak, |c| i64::from(c.peak).max(r.peak));
     let numbers = SessionNumbers {
         unique_viewers,
         buyers,
@@ -331,10 +444,10 @@ async fn compute(commerce: &Commerce, room: i64, now: i64) -> ApiResult<Dashboar
         title: r.title,
         host_name: r.host_name,
         live,
-        started_at: r.started_at,
-        ended_at: if live { None } else { r.ended_at },
-        duration_ms: r.started_at.map_or(0, |s| (to - s).max(0)),
-        viewers_now: counts.map_or(0, |c| i64::from(c.viewers)),
+        started_at: span.started_at,
+        ended_at: if live { None } else { span.ended_at },
+        duration_ms: span.started_at.map_or(0, |s| (to - s).max(0)),
+        viewers_now: span.counts.map_or(0, |c| i64::from(c.viewers)),
         peak_viewers,
         unique_viewers,
         watch_ms_total,
@@ -343,9 +456,7 @@ async fn compute(commerce: &Commerce, room: i64, now: i64) -> ApiResult<Dashboar
         } else {
             0
         },
-        likes: counts.map_or(r.likes, |c| {
-            i64::try_from(c.likes).unwrap_or(i64::MAX).max(r.likes)
-        }),
+        likes,
         comments,
         commenters,
         orders,
@@ -482,8 +593,16 @@ pub async fn dashboard(
     ApiPath(room): ApiPath<i64>,
 ) -> ApiResult<Json<Dashboard>> {
     require_insight(&commerce, &p, room).await?;
+    let r = room_row(&state, room).await?;
+    let counts = commerce.rooms.counts(room).await;
+    let span = Span {
+        started_at: r.started_at,
+        ended_at: r.ended_at,
+        live: counts.map_or(r.status == "live", |c| c.live),
+        counts,
+    };
     Ok(Json(
-        compute(&commerce, room, state.clock.now_millis()).await?,
+        compute(&commerce, room, r, span, state.clock.now_millis()).await?,
     ))
 }
 
@@ -562,14 +681,17 @@ pub async fn class_reports(
     ))
 }
 
-/// Writes the report of every live that ended (a few seconds ago) and has none yet. Safe on
-/// several nodes: `UNIQUE (room_id, started_at)` keeps one.
+/// Writes the report of every live session that ended (a few seconds ago) and has none yet,
+/// even when its room has gone live again since. Safe on several nodes:
+/// `UNIQUE (room_id, started_at)` keeps one. (Every live has its `live_sessions` row: the hub
+/// opens it with the start, and migration 0011 made one for each room's last live before it.)
 pub(crate) async fn write_reports(commerce: &Commerce, now: i64) -> anyhow::Result<usize> {
     let state = &commerce.app;
     let rows = sqlx::query(
-        "SELECT r.id, r.class_id, r.host_id, r.started_at, r.ended_at FROM rooms r WHERE r.status = 'ended' \
-         AND r.started_at IS NOT NULL AND r.ended_at IS NOT NULL AND r.ended_at <= $1 AND NOT EXISTS \
-         (SELECT 1 FROM live_reports l WHERE l.room_id = r.id AND l.started_at = r.started_at) LIMIT 20",
+        "SELECT s.room_id, r.class_id, r.host_id, s.started_at, s.ended_at FROM live_sessions s \
+         JOIN rooms r ON r.id = s.room_id WHERE s.ended_at IS NOT NULL AND s.ended_at <= $1 AND NOT EXISTS \
+         (SELECT 1 FROM live_reports l WHERE l.room_id = s.room_id AND l.started_at = s.started_at) \
+         ORDER BY s.ended_at LIMIT 20",
     )
     .bind(now - REPORT_DELAY_MS)
     .fetch_all(state.db.pool())
@@ -581,7 +703,23 @@ pub(crate) async fn write_reports(commerce: &Commerce, now: i64) -> anyhow::Resu
         let host: i64 = row.try_get(2)?;
         let started: i64 = row.try_get(3)?;
         let ended: i64 = row.try_get(4)?;
-        let dashboard = compute(commerce, room, now)
+        let r = room_row(state, room)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The hub's running room only tells who is still there, and only if this is the
+        // room's last session; the numbers of an ended session are the stored ones.
+        let counts = if r.started_at == Some(started) {
+            commerce.rooms.counts(room).await
+        } else {
+            None
+        };
+        let span = Span {
+            started_at: Some(started),
+            ended_at: Some(ended),
+            live: false,
+            counts,
+        };
+        let dashboard = compute(commerce, room, r, span, now)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let diagnosis = diagnosis::diagnose(&numbers_of(&dashboard));

@@ -6,6 +6,16 @@
 //!
 //! Contract: `POST /api/v1/flash-sales/{id}/orders` with `Idempotency-Key` → 201 with the order;
 //! 409 `sold_out` / `limit_reached`; the same key again → the same order.
+//!
+//! With Redis gates a reservation outlives its node, so it is recorded as a hold (`crate::gate`)
+//! and settled exactly once: committed by the writer after its group commit, given back when
+//! the write fails, taken over by a retry of the same key (`in_flight`), or — when its node
+//! died — given back by the sweeper (`reclaim_abandoned`) once it is older than
+//! `HOLD_RECLAIM_AFTER_MS` and its key has no order. The writer's transaction locks its sales'
+//! rows and checks its holds before writing (`fence`); whoever settles another attempt's hold
+//! does so under the same lock after asking the database (`resolve_holds`), so a hold is never
+//! given back while its order can still commit, and an order is never written for a hold that
+//! was given back.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -23,7 +33,10 @@ use utoipa::ToSchema;
 
 use crate::Commerce;
 use crate::core::stock::{Refusal, SaleWindow};
-use crate::gate::{Reserve, SaleSpec};
+use crate::gate::{
+    HOLD_RECLAIM_AFTER_MS, IN_FLIGHT_WAIT_MS, Reserve, SaleGates, SaleHold, SaleSettle, SaleSpec,
+};
+use crate::group_commit::{FenceError, Fencing, RowTable, lock_row};
 use crate::orders::{self, NewOrder, OrderView};
 use crate::shops::{self, record_stock};
 use crate::util::{self, MAX_PRICE_CENTS};
@@ -233,6 +246,8 @@ pub async fn create_flash_sale(
         .rooms
         .announce(room, CommerceEvent::FlashSaleStarted { sale: sale.card() })
         .await;
+    // The sale's units left the SKU: the product's card shows less.
+    commerce.sku_changed(sale.sku_id);
     Ok((StatusCode::CREATED, Json(sale)))
 }
 
@@ -273,12 +288,15 @@ pub struct FlashOrder {
 }
 
 /// What is already taken in a sale, per user: the gate's state after a restart.
-async fn taken_by_user(state: &AppState, sale: i64) -> ApiResult<Vec<(i64, u32)>> {
+async fn taken_by_user(
+    conn: &mut sqlx::AnyConnection,
+    sale: i64,
+) -> Result<Vec<(i64, u32)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT buyer_id, CAST(SUM(quantity) AS BIGINT) FROM orders WHERE flash_sale_id = $1 AND status <> 'cancelled' GROUP BY buyer_id",
     )
     .bind(sale)
-    .fetch_all(state.db.pool())
+    .fetch_all(&mut *conn)
     .await?;
     rows.iter()
         .map(|r| {
@@ -286,8 +304,33 @@ async fn taken_by_user(state: &AppState, sale: i64) -> ApiResult<Vec<(i64, u32)>
             let qty: i64 = r.try_get(1)?;
             Ok((user, u32::try_from(qty).unwrap_or(u32::MAX)))
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map_err(Into::into)
+        .collect()
+}
+
+/// Loads a sale's gate from the database. With holds (Redis) under the sale's row lock, so no
+/// order commits between reading what is taken and loading it (a write still holding a hold of
+/// the state a reload drops finds it gone and fails instead of committing uncounted).
+async fn load_gate(commerce: &Commerce, spec: &SaleSpec) -> ApiResult<()> {
+    let db = &commerce.app.db;
+    if !commerce.sales.tracks_holds() {
+        let mut conn = db.pool().acquire().await?;
+        let taken = taken_by_user(&mut conn, spec.id).await?;
+        commerce.sales.load(spec, &taken).await?;
+        return Ok(());
+    }
+    // A crowd that found the gate gone queues on the lock: the first loads it, the others see
+    // it loaded and read nothing.
+    if commerce.sales.remaining(spec.id).await?.is_some() {
+        return Ok(());
+    }
+    let mut tx = db.begin_write().await?;
+    lock_row(&mut tx, db.backend(), RowTable::FlashSales, spec.id).await?;
+    if commerce.sales.remaining(spec.id).await?.is_none() {
+        let taken = taken_by_user(&mut tx, spec.id).await?;
+        commerce.sales.load(spec, &taken).await?;
+    }
+    tx.rollback().await?;
+    Ok(())
 }
 
 fn refusal_error(refusal: Refusal) -> ApiError {
@@ -338,51 +381,56 @@ pub async fn order_flash_sale(
     let qty = u32::try_from(quantity).unwrap_or(u32::MAX);
     let now = state.clock.now_millis();
     let spec = sale.view.spec();
+    let replay = async |existing: &orders::OrderRow| {
+        orders::replay_order(&state, existing, sale.view.sku_id, Some(id), quantity).await
+    };
     // The crowd is answered by the gate alone; the database is asked only by winners, and by
     // those who already hold units (a retry of theirs gets their order back).
-    let mut reserve = commerce
-        .sales
-        .reserve(&spec, now, p.account_id, qty)
-        .await?;
-    if reserve == Reserve::NotLoaded {
-        let taken = taken_by_user(&state, id).await?;
-        commerce.sales.load(&spec, &taken).await?;
-        reserve = commerce
-            .sales
-            .reserve(&spec, now, p.account_id, qty)
-            .await?;
-    }
-    match reserve {
-        Reserve::Reserved { .. } => {}
-        Reserve::Refused { refusal, holds } => {
-            if holds
-                && let Some(existing) = orders::order_by_key(&state, p.account_id, &key).await?
-            {
-                return orders::replay_order(
-                    &state,
-                    &existing,
-                    sale.view.sku_id,
-                    Some(id),
-                    quantity,
-                )
-                .await;
-            }
-            return Err(refusal_error(refusal));
+    let mut hold = SaleHold::new(p.account_id, &key, qty, now);
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let mut reserve = commerce.sales.reserve(&spec, now, &hold).await?;
+        if reserve == Reserve::NotLoaded {
+            load_gate(&commerce, &spec).await?;
+            reserve = commerce.sales.reserve(&spec, now, &hold).await?;
         }
-        Reserve::NotLoaded => return Err(ErrorCode::Unavailable.into()),
+        match reserve {
+            Reserve::Reserved { .. } => break,
+            Reserve::Refused { refusal, holds } => {
+                if holds
+                    && let Some(existing) = orders::order_by_key(&state, p.account_id, &key).await?
+                {
+                    return replay(&existing).await;
+                }
+                return Err(refusal_error(refusal));
+            }
+            Reserve::NotLoaded => return Err(ErrorCode::Unavailable.into()),
+            // Only Redis gates answer this: an attempt with this key holds units already.
+            Reserve::InFlight => match in_flight(&commerce, &sale, &hold).await? {
+                InFlight::Order(existing) => return replay(&existing).await,
+                InFlight::TakenOver(taken) => {
+                    hold = taken;
+                    break;
+                }
+                // It ended without an order meanwhile: a fresh attempt (twice at most).
+                InFlight::Gone if rounds < 3 => {}
+                InFlight::Gone => return Err(ErrorCode::Unavailable.into()),
+            },
+        }
     }
     // From here the reservation must end in an order or be released: a task of its own, so a
     // client that hangs up (dropping this handler) cannot stop it half-way.
     let settle = {
-        let (commerce, sale, p, address, key) = (
+        let (commerce, sale, p, address, hold) = (
             commerce.clone(),
             sale.clone(),
             p.clone(),
             address.clone(),
-            key.clone(),
+            hold.clone(),
         );
         tokio::spawn(async move {
-            let placed = write_order(&commerce, &sale, &p, quantity, &address, &key, now).await;
+            let placed = write_order(&commerce, &sale, &hold, quantity, &address).await;
             match &placed {
                 Ok(_) => {
                     commerce
@@ -392,11 +440,7 @@ pub async fn order_flash_sale(
                         .flash_stock_changed(id, Some(sale.view.room_id))
                         .await;
                 }
-                Err(_) => {
-                    if let Err(release) = commerce.sales.release(id, p.account_id, qty).await {
-                        tracing::warn!(sale = id, error = %release, "flash-sale gate release failed");
-                    }
-                }
+                Err(e) => give_back(&commerce, id, &hold, e).await,
             }
             placed
         })
@@ -421,12 +465,184 @@ pub async fn order_flash_sale(
                 let existing = orders::order_by_key(&state, p.account_id, &key)
                     .await?
                     .ok_or_else(ApiError::not_found)?;
-                orders::replay_order(&state, &existing, sale.view.sku_id, Some(id), quantity).await
+                replay(&existing).await
             }
             WriteError::SoldOut => Err(ErrorCode::SoldOut.into()),
+            // A retry of the same key took the reservation over (and writes the order), or
+            // the gate was reloaded: this attempt wrote nothing; retrying gets the answer.
+            WriteError::Superseded => Err(ErrorCode::Unavailable.into()),
             WriteError::Api(e) => Err(e),
         },
     }
+}
+
+/// What became of an attempt of the same key that holds a reservation.
+enum InFlight {
+    /// Its order is there.
+    Order(orders::OrderRow),
+    /// It is gone without an order: try afresh.
+    Gone,
+    /// It never wrote its order: this request holds its reservation now, as this hold.
+    TakenOver(SaleHold),
+}
+
+/// Another attempt of `mine`'s key holds a reservation: a double tap, a retry after a timeout,
+/// or an attempt whose node died before its order was written. Waits for it up to
+/// [`IN_FLIGHT_WAIT_MS`] after it reserved; if it is still there, takes it over under the
+/// sale's lock — unless its order is committed, which is then the answer.
+async fn in_flight(
+    commerce: &Commerce,
+    sale: &crate::CachedSale,
+    mine: &SaleHold,
+) -> ApiResult<InFlight> {
+    let id = sale.view.id;
+    let started = tokio::time::Instant::now();
+    let wait = std::time::Duration::from_millis(IN_FLIGHT_WAIT_MS.unsigned_abs());
+    loop {
+        let Some(held) = commerce.sales.hold_of(id, mine.user, &mine.key).await? else {
+            return Ok(
+                match orders::order_by_key(&commerce.app, mine.user, &mine.key).await? {
+                    Some(order) => InFlight::Order(order),
+                    None => InFlight::Gone,
+                },
+            );
+        };
+        let waited = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        // Its age on this node's clock; bounded by the real time waited, whatever the clocks.
+        if mine.at - held.at + waited >= IN_FLIGHT_WAIT_MS || started.elapsed() >= wait {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let db = &commerce.app.db;
+    let mut tx = db.begin_write().await?;
+    lock_row(&mut tx, db.backend(), RowTable::FlashSales, id).await?;
+    let taken = match commerce.sales.hold_of(id, mine.user, &mine.key).await? {
+        None => None,
+        Some(held) => match order_of_key(&mut tx, mine.user, &mine.key).await? {
+            Some(order) => {
+                commerce
+                    .sales
+                    .settle(id, &[(&held, verdict(Some(order), &held, id))])
+                    .await?;
+                None
+            }
+            None if held.qty != mine.qty => {
+                return Err(ErrorCode::IdempotencyKeyReused.into());
+            }
+            None => {
+                let take = SaleSettle::TakeOver {
+                    at: mine.at,
+                    token: mine.token.clone(),
+                };
+                let taken = commerce.sales.settle(id, &[(&held, take)]).await?;
+                taken
+                    .first()
+                    .copied()
+                    .unwrap_or(false)
+                    .then(|| mine.clone())
+            }
+        },
+    };
+    tx.rollback().await?;
+    Ok(match taken {
+        Some(hold) => InFlight::TakenOver(hold),
+        None => match orders::order_by_key(&commerce.app, mine.user, &mine.key).await? {
+            Some(order) => InFlight::Order(order),
+            None => InFlight::Gone,
+        },
+    })
+}
+
+/// The order a key made, as the lock holder sees it: its sale and `created_at`.
+async fn order_of_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    buyer: i64,
+    key: &str,
+) -> Result<Option<(Option<i64>, i64)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT flash_sale_id, created_at FROM orders WHERE buyer_id = $1 AND idempotency_key = $2",
+    )
+    .bind(buyer)
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+}
+
+/// How a hold whose attempt is not coming back settles, given the order of its key (sale,
+/// `created_at`). The order made by a hold is of its sale with `created_at` = the hold's `at`
+/// (an attempt writes its order with the time it reserved or took over at): then the hold
+/// is spent. Any other order under the key (another sale's; one of this sale that was made
+/// earlier, then cancelled, and retried) wrote nothing for this hold: its units go back. In
+/// the one case this cannot tell apart (a retry in the same millisecond as the order it
+/// repeats), the hold counts as spent: a unit may stay out of the sale, never be sold twice.
+fn verdict(order: Option<(Option<i64>, i64)>, hold: &SaleHold, sale: i64) -> SaleSettle {
+    match order {
+        Some((Some(of_sale), created_at)) if of_sale == sale && created_at == hold.at => {
+            SaleSettle::Committed
+        }
+        _ => SaleSettle::Release,
+    }
+}
+
+/// The reservation of a write that failed goes back. Certainly unwritten (refused by the
+/// sale's guard, or superseded): at once. In-process gates: at once too, as their node holds
+/// everything in flight. Otherwise (a repeated key, a group commit whose outcome is unknown)
+/// the database is asked under the sale's lock first; if that fails, the sweeper does it.
+async fn give_back(commerce: &Commerce, sale: i64, hold: &SaleHold, error: &WriteError) {
+    let known = matches!(error, WriteError::SoldOut | WriteError::Superseded);
+    let outcome = if known || !commerce.sales.tracks_holds() {
+        commerce
+            .sales
+            .settle(sale, &[(hold, SaleSettle::Release)])
+            .await
+            .map(|_| ())
+            .map_err(FenceError::from)
+    } else {
+        resolve_holds(commerce, sale, std::slice::from_ref(hold))
+            .await
+            .map(|_| ())
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(sale, error = %e, "flash-sale reservation not given back yet; the sweeper will");
+    }
+}
+
+/// What [`resolve_holds`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Resolved {
+    pub released: usize,
+    pub committed: usize,
+}
+
+/// Settles holds whose attempts are not coming back, under the sale's lock: each by the
+/// database's word on its key ([`verdict`]). A hold that changed hands meanwhile is left.
+async fn resolve_holds(
+    commerce: &Commerce,
+    sale: i64,
+    holds: &[SaleHold],
+) -> Result<Resolved, FenceError> {
+    let db = &commerce.app.db;
+    let mut tx = db.begin_write().await?;
+    lock_row(&mut tx, db.backend(), RowTable::FlashSales, sale).await?;
+    let mut settles = Vec::with_capacity(holds.len());
+    for hold in holds {
+        let order = order_of_key(&mut tx, hold.user, &hold.key).await?;
+        settles.push((hold, verdict(order, hold, sale)));
+    }
+    let done = commerce.sales.settle(sale, &settles).await?;
+    // Nothing was written: the transaction was only the lock.
+    tx.rollback().await?;
+    let mut resolved = Resolved::default();
+    for ((_, settle), done) in settles.iter().zip(done) {
+        match (settle, done) {
+            (SaleSettle::Release, true) => resolved.released += 1,
+            (SaleSettle::Committed, true) => resolved.committed += 1,
+            _ => {}
+        }
+    }
+    Ok(resolved)
 }
 
 pub(crate) enum WriteError {
@@ -434,6 +650,9 @@ pub(crate) enum WriteError {
     Duplicate,
     /// The database's own check: never more than the sale's stock.
     SoldOut,
+    /// The attempt no longer holds its reservation (taken over by a retry of its key, or
+    /// dropped by a reload of the gate): not written.
+    Superseded,
     Api(ApiError),
 }
 
@@ -450,12 +669,24 @@ impl From<sqlx::Error> for WriteError {
 /// One winner's order, waiting for the next group commit.
 pub(crate) struct FlashWrite {
     sale: Arc<crate::CachedSale>,
-    buyer: i64,
+    /// The reservation it writes: the buyer, the key, and the time (`created_at`).
+    hold: SaleHold,
     quantity: i64,
     address: String,
-    key: String,
-    now: i64,
     reply: oneshot::Sender<Result<i64, WriteError>>,
+}
+
+impl FlashWrite {
+    fn order(&self) -> NewOrder<'_> {
+        new_order(
+            &self.sale.view,
+            self.hold.user,
+            self.quantity,
+            &self.address,
+            &self.hold.key,
+            self.hold.at,
+        )
+    }
 }
 
 /// Most orders in one transaction.
@@ -465,33 +696,98 @@ const GROUP_COMMIT_MAX: usize = 256;
 /// into it (up to [`GROUP_COMMIT_MAX`]), so one fsync makes a whole burst durable. The group is
 /// written in a few multi-row statements; if a sale's guard refuses it, it is written again
 /// with each order in a savepoint of its own, so one failing order does not fail the others.
-/// Every order is answered only after its transaction committed.
-pub(crate) fn start_writer(db: foundation::db::Db) -> mpsc::Sender<FlashWrite> {
+/// Every order is answered only after its transaction committed. With holds (Redis), each
+/// transaction first locks its sales' rows and writes only the orders whose attempts still hold
+/// their reservations ([`fence`]); after the commit, their holds are settled as committed.
+pub(crate) fn start_writer(
+    db: foundation::db::Db,
+    gate: Arc<dyn SaleGates>,
+) -> mpsc::Sender<FlashWrite> {
     let (tx, mut rx) = mpsc::channel::<FlashWrite>(4096);
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
         while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-            let results = commit_group(&db, &batch).await;
+            let results = commit_group(&db, &*gate, &batch).await;
+            let mut committed: Vec<(i64, SaleHold)> = Vec::new();
             for (write, result) in batch.drain(..).zip(results) {
+                if result.is_ok() && gate.tracks_holds() {
+                    committed.push((write.sale.view.id, write.hold.clone()));
+                }
                 let _ = write.reply.send(result);
+            }
+            if !committed.is_empty() {
+                tokio::spawn(settle_committed(gate.clone(), committed));
             }
         }
     });
     tx
 }
 
+/// Drops the holds of committed orders (one script call per sale). If it fails, the sweeper
+/// finds them later and, seeing their orders, does the same.
+async fn settle_committed(gate: Arc<dyn SaleGates>, mut committed: Vec<(i64, SaleHold)>) {
+    committed.sort_by_key(|(sale, _)| *sale);
+    for group in committed.chunk_by(|a, b| a.0 == b.0) {
+        let sale = group[0].0;
+        let holds: Vec<(&SaleHold, SaleSettle)> = group
+            .iter()
+            .map(|(_, hold)| (hold, SaleSettle::Committed))
+            .collect();
+        if let Err(e) = gate.settle(sale, &holds).await {
+            tracing::debug!(sale, error = %e, "holds of committed orders left for the sweeper");
+        }
+    }
+}
+
+/// The fence of a group's transaction (gates with holds only): locks the rows of the batch's
+/// sales in id order (so two nodes' groups cannot deadlock) and refuses the writes whose
+/// attempts no longer hold their reservations. Until the commit no one else can settle a hold
+/// of these sales (the sweeper and a retry's take-over need the same lock), so what is checked
+/// here stays true until the orders are durable.
+async fn fence(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    fencing: &Fencing<'_, dyn SaleGates + '_>,
+    batch: &[FlashWrite],
+) -> Result<Vec<Option<WriteError>>, FenceError> {
+    let gate = fencing.gate;
+    let mut verdicts: Vec<Option<WriteError>> = batch.iter().map(|_| None).collect();
+    if !gate.tracks_holds() {
+        return Ok(verdicts);
+    }
+    let mut sales: Vec<i64> = batch.iter().map(|w| w.sale.view.id).collect();
+    sales.sort_unstable();
+    sales.dedup();
+    for sale in sales {
+        lock_row(tx, fencing.backend, RowTable::FlashSales, sale).await?;
+        let (places, holds): (Vec<usize>, Vec<&SaleHold>) = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.sale.view.id == sale)
+            .map(|(i, w)| (i, &w.hold))
+            .unzip();
+        let owned = gate.owned(sale, &holds).await?;
+        for (i, owned) in places.into_iter().zip(owned) {
+            if !owned {
+                verdicts[i] = Some(WriteError::Superseded);
+            }
+        }
+    }
+    Ok(verdicts)
+}
+
 async fn commit_group(
     db: &foundation::db::Db,
+    gate: &dyn SaleGates,
     batch: &[FlashWrite],
 ) -> Vec<Result<i64, WriteError>> {
-    match commit_group_at_once(db, batch).await {
+    match commit_group_at_once(db, gate, batch).await {
         Ok(Some(results)) => results,
         // A sale's own guard refused the group's total (the gate let more through than the
         // sale holds, or the sale closed): order by order, so the others still get theirs.
-        Ok(None) => commit_one_by_one(db, batch).await,
+        Ok(None) => commit_one_by_one(db, gate, batch).await,
         Err(e) => {
             tracing::debug!(error = %e, orders = batch.len(), "flash-sale group write failed; order by order");
-            commit_one_by_one(db, batch).await
+            commit_one_by_one(db, gate, batch).await
         }
     }
 }
@@ -501,21 +797,27 @@ async fn commit_group(
 /// SKU. `None` (everything rolled back) when a sale's guard refuses the group's total.
 async fn commit_group_at_once(
     db: &foundation::db::Db,
+    gate: &dyn SaleGates,
     batch: &[FlashWrite],
-) -> Result<Option<Vec<Result<i64, WriteError>>>, sqlx::Error> {
+) -> Result<Option<Vec<Result<i64, WriteError>>>, FenceError> {
     let mut tx = db.begin_write().await?;
-    let new: Vec<(NewOrder<'_>, i64)> = batch
+    let fencing = Fencing {
+        backend: db.backend(),
+        gate,
+    };
+    let verdicts = fence(&mut tx, &fencing, batch).await?;
+    let admitted: Vec<&FlashWrite> = batch
         .iter()
-        .map(|w| {
-            let order = new_order(&w.sale.view, w.buyer, w.quantity, &w.address, &w.key, w.now);
-            (order, w.now)
-        })
+        .zip(&verdicts)
+        .filter(|(_, verdict)| verdict.is_none())
+        .map(|(write, _)| write)
         .collect();
+    let new: Vec<(NewOrder<'_>, i64)> = admitted.iter().map(|w| (w.order(), w.hold.at)).collect();
     let ids = orders::insert_orders_once(&mut tx, db.backend(), &new).await?;
     // Units per sale and per SKU of the orders written (a group rarely spans more than one).
     let mut sales: Vec<(i64, i64)> = Vec::new();
     let mut skus: Vec<(i64, i64)> = Vec::new();
-    for (write, id) in batch.iter().zip(&ids) {
+    for (write, id) in admitted.iter().zip(&ids) {
         if id.is_none() {
             continue;
         }
@@ -554,9 +856,16 @@ async fn commit_group_at_once(
             .await?;
     }
     tx.commit().await?;
+    // The admitted writes' ids, in order, for the places the fence let through.
+    let mut ids = ids.into_iter();
     Ok(Some(
-        ids.into_iter()
-            .map(|id| id.ok_or(WriteError::Duplicate))
+        verdicts
+            .into_iter()
+            .map(|verdict| match verdict {
+                Some(refused) => Err(refused),
+                // `insert_orders_once` answers one entry per order: `None` is a repeated key.
+                None => ids.next().flatten().ok_or(WriteError::Duplicate),
+            })
             .collect(),
     ))
 }
@@ -564,6 +873,7 @@ async fn commit_group_at_once(
 /// The slow path: each order in a savepoint of its own, checked against its sale one by one.
 async fn commit_one_by_one(
     db: &foundation::db::Db,
+    gate: &dyn SaleGates,
     batch: &[FlashWrite],
 ) -> Vec<Result<i64, WriteError>> {
     crate::group_commit::in_savepoints(
@@ -571,6 +881,11 @@ async fn commit_one_by_one(
         "flash-sale",
         batch,
         || WriteError::Api(ApiError::new(ErrorCode::Unavailable)),
+        &Fencing {
+            backend: db.backend(),
+            gate,
+        },
+        fence,
         write_one,
     )
     .await
@@ -595,15 +910,7 @@ async fn write_one(
         .bind(sale.sku_id)
         .execute(&mut **tx)
         .await?;
-    let new = new_order(
-        sale,
-        write.buyer,
-        write.quantity,
-        &write.address,
-        &write.key,
-        write.now,
-    );
-    Ok(orders::insert_order(tx, &new, write.now).await?)
+    Ok(orders::insert_order(tx, &write.order(), write.hold.at).await?)
 }
 
 /// A winner's order: what is written, and what the answer is built from.
@@ -637,20 +944,16 @@ fn new_order<'a>(
 async fn write_order(
     commerce: &Commerce,
     sale: &Arc<crate::CachedSale>,
-    p: &foundation::identity::Principal,
+    hold: &SaleHold,
     quantity: i64,
     address: &str,
-    key: &str,
-    now: i64,
 ) -> Result<i64, WriteError> {
     let (reply, answer) = oneshot::channel();
     let write = FlashWrite {
         sale: sale.clone(),
-        buyer: p.account_id,
+        hold: hold.clone(),
         quantity,
         address: address.to_owned(),
-        key: key.to_owned(),
-        now,
         reply,
     };
     let unavailable = || WriteError::Api(ApiError::new(ErrorCode::Unavailable));
@@ -712,6 +1015,9 @@ pub(crate) async fn close_finished(commerce: &Commerce, now: i64) -> anyhow::Res
         tx.commit().await?;
         closed += 1;
         commerce.forget_sale(id).await;
+        if unsold > 0 {
+            commerce.sku_changed(sku);
+        }
         commerce
             .rooms
             .announce(
@@ -724,4 +1030,105 @@ pub(crate) async fn close_finished(commerce: &Commerce, now: i64) -> anyhow::Res
             .await;
     }
     Ok(closed)
+}
+
+/// Gives back the reservations of attempts that never got their order (Redis gates only): the
+/// holds of open sales older than [`HOLD_RECLAIM_AFTER_MS`] — their node died between the
+/// reservation and the commit, or lost Redis's answer — are settled by the database's word
+/// under each sale's lock (`resolve_holds`): units of a hold whose order is there stay taken,
+/// the others go back to the sale and to the buyer's limit. Safe on several nodes: settles
+/// are by token, and the lock keeps them from crossing a commit.
+pub(crate) async fn reclaim_abandoned(commerce: &Commerce, now: i64) -> anyhow::Result<usize> {
+    if !commerce.sales.tracks_holds() {
+        return Ok(0);
+    }
+    let open = sqlx::query(
+        "SELECT id, room_id FROM flash_sales WHERE status = 'running' AND starts_at <= $1 AND ends_at > $1",
+    )
+    .bind(now)
+    .fetch_all(commerce.app.db.pool())
+    .await?;
+    let mut released = 0;
+    for row in &open {
+        let sale: i64 = row.try_get(0)?;
+        let room: i64 = row.try_get(1)?;
+        let resolved = match reclaim_sale(commerce, sale, now).await {
+            Ok(Some(resolved)) => resolved,
+            Ok(None) => continue,
+            // One sale's trouble (Redis or the database away, an unreadable hold) does not
+            // hold the others up; the next sweep tries again.
+            Err(e) => {
+                tracing::warn!(sale, error = %e, "could not settle abandoned flash-sale reservations");
+                continue;
+            }
+        };
+        tracing::info!(
+            sale,
+            released = resolved.released,
+            committed = resolved.committed,
+            "settled abandoned flash-sale reservations"
+        );
+        if resolved.released > 0 {
+            released += resolved.released;
+            commerce.flash_stock_changed(sale, Some(room)).await;
+        }
+    }
+    Ok(released)
+}
+
+/// One sale's part of [`reclaim_abandoned`]: `None` when it has no stale hold.
+async fn reclaim_sale(
+    commerce: &Commerce,
+    sale: i64,
+    now: i64,
+) -> Result<Option<Resolved>, FenceError> {
+    let stale = commerce
+        .sales
+        .stale(sale, now - HOLD_RECLAIM_AFTER_MS)
+        .await?;
+    if stale.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(resolve_holds(commerce, sale, &stale).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(at: i64) -> SaleHold {
+        SaleHold {
+            user: 3,
+            key: "k".into(),
+            qty: 1,
+            at,
+            token: "t".into(),
+        }
+    }
+
+    #[test]
+    fn a_hold_is_spent_only_by_the_order_it_wrote() {
+        let sale = 12;
+        assert_eq!(verdict(None, &hold(100), sale), SaleSettle::Release);
+        assert_eq!(
+            verdict(Some((Some(sale), 100)), &hold(100), sale),
+            SaleSettle::Committed,
+            "its own order"
+        );
+        assert_eq!(
+            verdict(Some((Some(sale), 90)), &hold(100), sale),
+            SaleSettle::Release,
+            "an earlier order of the key, repeated: the retry's units go back"
+        );
+        assert_eq!(
+            verdict(Some((Some(99), 100)), &hold(100), sale),
+            SaleSettle::Release,
+            "the key made an order of another sale"
+        );
+        assert_eq!(
+            verdict(Some((None, 100)), &hold(100), sale),
+            SaleSettle::Release,
+            "the key made a regular order"
+        );
+    }
 }

@@ -47,7 +47,8 @@ use sqlx::Row;
 use utoipa::{OpenApi, ToSchema};
 
 pub use gate::{
-    Grab, LocalPackets, LocalSales, PacketGates, RedisGates, Reserve, SaleGates, SaleSpec,
+    GateError, Grab, GrabHold, GrabSettle, HOLD_RECLAIM_AFTER_MS, LocalPackets, LocalSales,
+    PacketGates, RedisGates, Reserve, SaleGates, SaleHold, SaleSettle, SaleSpec,
 };
 pub use rooms::{LiveCounts, LiveRooms, RoomAccess, RoomPresence};
 pub use videos::{VideoFacts, VideoFailure, VideoTranscoder};
@@ -145,9 +146,9 @@ impl Commerce {
     ) -> Self {
         let commerce = Commerce(Arc::new(Inner {
             app: app.clone(),
-            notices: notices::Notices::start(rooms.clone()),
-            flash_writer: flash_sales::start_writer(app.db.clone()),
-            grab_writer: red_packets::start_grab_writer(app.db.clone()),
+            notices: notices::Notices::start(rooms.clone(), app.db.clone()),
+            flash_writer: flash_sales::start_writer(app.db.clone(), sales.clone()),
+            grab_writer: red_packets::start_grab_writer(app.db.clone(), packets.clone()),
             rooms,
             sales,
             packets,
@@ -172,12 +173,15 @@ impl Commerce {
     /// Runs one sweep at `now` (the sweeper's step; tests call it with a manual clock).
     pub async fn sweep(&self, now: i64) -> anyhow::Result<()> {
         orders::expire_unpaid(self, now).await?;
-        orders::auto_confirm(self, now).await?;
+        orders::act_on_deadlines(self, now).await?;
         flash_sales::close_finished(self, now).await?;
         red_packets::expire(self, now).await?;
         lucky_bags::draw_due(self, now).await?;
         dashboard::write_reports(self, now).await?;
         bots::resume(self, now).await?;
+        // Redis gates: reservations and grabs whose node died before writing them.
+        flash_sales::reclaim_abandoned(self, now).await?;
+        red_packets::reclaim_abandoned(self, now).await?;
         Ok(())
     }
 
@@ -261,6 +265,17 @@ impl Commerce {
             Ok(None) => {}
             Err(e) => tracing::warn!(sale, error = %e, "could not read a sale's stock"),
         }
+    }
+
+    /// A SKU's stock or price changed (after the commit): the live rooms showing its product
+    /// get the new card.
+    pub(crate) fn sku_changed(&self, sku: i64) {
+        self.notices.sku_changed(sku);
+    }
+
+    /// A product's title or images changed (after the commit).
+    pub(crate) fn product_changed(&self, product: i64) {
+        self.notices.product_changed(product);
     }
 
     pub(crate) async fn unpin_everywhere(&self, product: i64) -> ApiResult<()> {

@@ -43,7 +43,8 @@ pub struct OrderEventView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderView {
     pub id: i64,
-    /// pending_payment | paid | shipped | completed | cancelled | refund_requested | refunded
+    /// pending_payment | paid | shipped | completed | cancelled | refund_requested |
+    /// return_requested | return_approved | return_shipped | refunded
     pub status: String,
     pub buyer_id: i64,
     pub buyer_name: String,
@@ -61,7 +62,10 @@ pub struct OrderView {
     pub flash_sale_id: Option<i64>,
     pub coupon_claim_id: Option<i64>,
     pub tracking_no: Option<String>,
+    /// Why the buyer asked for the (latest) refund or return.
     pub refund_reason: Option<String>,
+    /// The tracking number of the goods the buyer sent back (退货运单号).
+    pub return_tracking_no: Option<String>,
     pub address: String,
     /// Unpaid orders are cancelled at this time (Unix milliseconds).
     pub pay_deadline: i64,
@@ -85,10 +89,14 @@ pub(crate) struct OrderRow {
     pub refund_from: Option<OrderStatus>,
     /// What the idempotent request asked for: the SKU, quantity and flash sale.
     pub room_id: Option<i64>,
+    /// The last change: an action applies only if the order is still as it was read.
+    pub updated_at: i64,
+    pub completed_at: Option<i64>,
 }
 
 const ORDER_ROW: &str = "SELECT o.id, o.buyer_id, o.shop_id, s.owner_id, o.sku_id, o.flash_sale_id, o.quantity, \
-     o.total_cents, o.status, o.refund_from, o.room_id FROM orders o JOIN shops s ON s.id = o.shop_id";
+     o.total_cents, o.status, o.refund_from, o.room_id, o.updated_at, o.completed_at \
+     FROM orders o JOIN shops s ON s.id = o.shop_id";
 
 fn order_row(row: &sqlx::any::AnyRow) -> Result<OrderRow, sqlx::Error> {
     let status: String = row.try_get(8)?;
@@ -104,6 +112,8 @@ fn order_row(row: &sqlx::any::AnyRow) -> Result<OrderRow, sqlx::Error> {
         status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Cancelled),
         refund_from: refund_from.as_deref().and_then(OrderStatus::parse),
         room_id: row.try_get(10)?,
+        updated_at: row.try_get(11)?,
+        completed_at: row.try_get(12)?,
     })
 }
 
@@ -133,7 +143,7 @@ pub(crate) async fn order_by_key(
 const VIEW_COLUMNS: &str = "SELECT o.id, o.status, o.buyer_id, a.name, o.shop_id, s.name, o.sku_id, o.product_title, \
      o.sku_spec, o.quantity, o.unit_price_cents, o.subtotal_cents, o.discount_cents, o.total_cents, o.room_id, \
      o.flash_sale_id, o.coupon_claim_id, o.tracking_no, o.refund_reason, o.address, o.pay_deadline, o.created_at, \
-     o.updated_at FROM orders o JOIN shops s ON s.id = o.shop_id JOIN accounts a ON a.id = o.buyer_id";
+     o.updated_at, o.return_tracking_no FROM orders o JOIN shops s ON s.id = o.shop_id JOIN accounts a ON a.id = o.buyer_id";
 
 fn view_from_row(row: &sqlx::any::AnyRow) -> Result<OrderView, sqlx::Error> {
     Ok(OrderView {
@@ -160,6 +170,7 @@ fn view_from_row(row: &sqlx::any::AnyRow) -> Result<OrderView, sqlx::Error> {
         pay_deadline: row.try_get(20)?,
         created_at: row.try_get(21)?,
         updated_at: row.try_get(22)?,
+        return_tracking_no: row.try_get(23)?,
         events: Vec::new(),
     })
 }
@@ -245,6 +256,7 @@ pub(crate) fn placed_view(
         coupon_claim_id: order.coupon_claim_id,
         tracking_no: None,
         refund_reason: None,
+        return_tracking_no: None,
         address: order.address.to_owned(),
         pay_deadline: order.pay_deadline,
         created_at: now,
@@ -639,6 +651,7 @@ pub async fn place_order(
         crate::coupons::use_claim(&mut tx, claim, id, now).await?;
     }
     tx.commit().await?;
+    commerce.sku_changed(body.sku_id);
     if let Some(room) = body.room_id {
         commerce.notices.order(room, &p.name, &product.title);
     }
@@ -722,17 +735,41 @@ pub async fn get_order(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderActionBody {
-    /// Why (a refund request needs one; optional elsewhere).
+    /// Why (a refund or return request needs one; optional elsewhere; for `approve-return` the
+    /// merchant's instructions, such as the return address).
     pub reason: Option<String>,
+    /// `ship-return` only: the courier's tracking number of the goods sent back, 6–30 letters,
+    /// digits or `-`. Without one a simulated number is made, as for `ship`.
+    pub tracking_no: Option<String>,
 }
 
-/// Move an order on: `pay`, `cancel`, `ship`, `confirm` (receipt), `refund` (request a refund
-/// or return), `approve-refund`, `reject-refund`. The buyer pays, confirms and asks for refunds;
-/// the merchant ships and handles refunds; either may cancel an unpaid order.
+/// The path names of the order actions, as `POST /api/v1/orders/{id}/{name}` takes them.
+const ACTION_PATHS: [(&str, Action); 13] = [
+    ("pay", Action::Pay),
+    ("cancel", Action::Cancel),
+    ("ship", Action::Ship),
+    ("confirm", Action::ConfirmReceipt),
+    ("refund", Action::RequestRefund),
+    ("approve-refund", Action::ApproveRefund),
+    ("reject-refund", Action::RejectRefund),
+    ("return", Action::RequestReturn),
+    ("approve-return", Action::ApproveReturn),
+    ("reject-return", Action::RejectReturn),
+    ("ship-return", Action::ShipReturn),
+    ("confirm-return", Action::ConfirmReturn),
+    ("withdraw", Action::Withdraw),
+];
+
+/// Move an order on: `pay`, `cancel`, `ship`, `confirm` (receipt), `refund` (ask for a refund
+/// only, 仅退款), `approve-refund`, `reject-refund`, `return` (ask to send the goods back for a
+/// refund, 退货退款), `approve-return`, `reject-return`, `ship-return` (the buyer sends them
+/// back), `confirm-return` (the merchant got them back: refund and restock), `withdraw` (the
+/// buyer takes back an open refund or return request). The buyer pays, confirms and asks; the
+/// merchant ships and handles the requests; either may cancel an unpaid order.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/{action}", tag = "commerce",
     request_body = Option<OrderActionBody>,
     params(("id" = i64, Path, description = "order id"),
-           ("action" = String, Path, description = "pay | cancel | ship | confirm | refund | approve-refund | reject-refund")),
+           ("action" = String, Path, description = "pay | cancel | ship | confirm | refund | approve-refund | reject-refund | return | approve-return | reject-return | ship-return | confirm-return | withdraw")),
     responses((status = 200, body = OrderView), (status = 400, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)))]
@@ -744,21 +781,11 @@ pub async fn order_action(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<OrderView>> {
     let body: OrderActionBody = util::optional_json(&body)?;
-    let action = match action.as_str() {
-        "pay" => Action::Pay,
-        "cancel" => Action::Cancel,
-        "ship" => Action::Ship,
-        "confirm" => Action::ConfirmReceipt,
-        "refund" => Action::RequestRefund,
-        "approve-refund" => Action::ApproveRefund,
-        "reject-refund" => Action::RejectRefund,
-        _ => {
-            return Err(ApiError::with_message(
-                ErrorCode::NotFound,
-                "未知的订单操作",
-            ));
-        }
-    };
+    let action = ACTION_PATHS
+        .iter()
+        .find(|(name, _)| *name == action)
+        .map(|&(_, action)| action)
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "未知的订单操作"))?;
     let order = order_by_id(&state, id)
         .await?
         .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "订单不存在"))?;
@@ -767,16 +794,65 @@ pub async fn order_action(
     if action == Action::RequestRefund && reason.is_empty() {
         return Err(ApiError::validation("申请退款须说明原因"));
     }
-    apply_action(
+    if action == Action::RequestReturn && reason.is_empty() {
+        return Err(ApiError::validation("申请退货须说明原因"));
+    }
+    if matches!(action, Action::RequestRefund | Action::RequestReturn) {
+        check_after_sale_request(&state, &order).await?;
+    }
+    let return_tracking = match body.tracking_no {
+        Some(_) if action != Action::ShipReturn => {
+            return Err(ApiError::validation("只有寄回退货时需要填写运单号"));
+        }
+        Some(no) => Some(parse_tracking_no(&no)?),
+        None if action == Action::ShipReturn => Some(tracking_number()),
+        None => None,
+    };
+    apply_action_with(
         &commerce,
         &order,
         action,
         actor,
         Some(p.account_id),
         &reason,
+        return_tracking.as_deref(),
     )
     .await?;
     Ok(Json(order_view(&state, id).await?))
+}
+
+/// A completed order takes refund and return requests for this long after completion (售后期).
+pub const AFTER_SALE_WINDOW_MS: i64 = 15 * 86_400_000;
+/// Refund and return requests one order may make in all (a rejected one can be asked again).
+pub const MAX_AFTER_SALE_REQUESTS: i64 = 3;
+
+/// Whether the buyer may still ask for a refund or return of `order` (the transition itself is
+/// checked by the state machine).
+async fn check_after_sale_request(state: &AppState, order: &OrderRow) -> ApiResult<()> {
+    let now = state.clock.now_millis();
+    if order.status == OrderStatus::Completed
+        && order
+            .completed_at
+            .is_some_and(|at| now - at > AFTER_SALE_WINDOW_MS)
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidTransition,
+            "已超过售后期（确认收货后 15 天），不能再申请退款或退货",
+        ));
+    }
+    let asked: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM order_events WHERE order_id = $1 AND action IN ('request_refund', 'request_return')",
+    )
+    .bind(order.id)
+    .fetch_one(state.db.pool())
+    .await?;
+    if asked >= MAX_AFTER_SALE_REQUESTS {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidTransition,
+            format!("这个订单已申请过 {asked} 次售后，不能再申请"),
+        ));
+    }
+    Ok(())
 }
 
 /// Carries out one transition of `order`, with its money and stock, in one transaction.
@@ -788,6 +864,19 @@ pub(crate) async fn apply_action(
     actor_id: Option<i64>,
     note: &str,
 ) -> ApiResult<()> {
+    apply_action_with(commerce, order, action, actor, actor_id, note, None).await
+}
+
+/// [`apply_action`], with the tracking number of goods sent back (`ship_return` only).
+async fn apply_action_with(
+    commerce: &Commerce,
+    order: &OrderRow,
+    action: Action,
+    actor: Actor,
+    actor_id: Option<i64>,
+    note: &str,
+    return_tracking: Option<&str>,
+) -> ApiResult<()> {
     let state = &commerce.app;
     let step =
         order::transition(order.status, action, actor, order.refund_from).map_err(|e| match e {
@@ -798,32 +887,46 @@ pub(crate) async fn apply_action(
         })?;
     let now = state.clock.now_millis();
     let mut tx = state.db.begin_write().await?;
-    let refund_from = match action {
-        Action::RequestRefund => Some(order.status.as_str()),
-        _ => None,
-    };
+    // A new request records where it came from (a rejected or withdrawn one goes back there)
+    // and why; a new return forgets the tracking number of an earlier one.
+    let request = matches!(action, Action::RequestRefund | Action::RequestReturn);
+    let refund_from = request.then(|| order.status.as_str());
     let tracking = (action == Action::Ship).then(tracking_number);
+    // Only from the order as it was read (status and last change): a party or a sweeper on
+    // another node that moved it in between wins, and this action is refused, rather than
+    // applied with a stale `refund_from` or deadline.
     let moved = sqlx::query(
         "UPDATE orders SET status = $1, updated_at = $2, \
          refund_from = CASE WHEN $3 = 1 THEN $4 ELSE refund_from END, \
          refund_reason = CASE WHEN $3 = 1 THEN $5 ELSE refund_reason END, \
-         tracking_no = COALESCE($6, tracking_no) \
-         WHERE id = $7 AND status = $8",
+         return_tracking_no = CASE WHEN $3 = 1 THEN NULL ELSE COALESCE($9, return_tracking_no) END, \
+         tracking_no = COALESCE($6, tracking_no), \
+         shipped_at = CASE WHEN $11 = 'ship' THEN $2 ELSE shipped_at END, \
+         completed_at = CASE WHEN $11 = 'confirm_receipt' THEN $2 ELSE completed_at END \
+         WHERE id = $7 AND status = $8 AND updated_at = $10",
     )
     .bind(step.to.as_str())
     .bind(now)
-    .bind(i64::from(action == Action::RequestRefund))
+    .bind(i64::from(request))
     .bind(refund_from)
     .bind(note)
     .bind(tracking.as_deref())
     .bind(order.id)
     .bind(order.status.as_str())
+    .bind(return_tracking)
+    .bind(order.updated_at)
+    .bind(action.as_str())
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if moved == 0 {
         // Someone else moved it first (the sweeper, the other party).
         return Err(ErrorCode::InvalidTransition.into());
+    }
+    // Before any other row: the flash sale's row, then the SKU's, in the order the flash-sale
+    // group commit locks them, so the two never deadlock on PostgreSQL.
+    if step.restock {
+        restock(&mut tx, order, actor_id, now).await?;
     }
     match action {
         Action::Pay => {
@@ -848,7 +951,7 @@ pub(crate) async fn apply_action(
             )
             .await?;
         }
-        Action::ApproveRefund => {
+        Action::ApproveRefund | Action::ConfirmReturn => {
             let paid_out = order.refund_from == Some(OrderStatus::Completed);
             if paid_out {
                 wallet::apply(
@@ -890,9 +993,6 @@ pub(crate) async fn apply_action(
             .execute(&mut *tx)
             .await?;
     }
-    if step.restock {
-        restock(&mut tx, order, actor_id, now).await?;
-    }
     order_event(
         &mut tx,
         order.id,
@@ -905,6 +1005,9 @@ pub(crate) async fn apply_action(
     )
     .await?;
     tx.commit().await?;
+    if step.restock {
+        commerce.sku_changed(order.sku_id);
+    }
     if step.restock
         && let Some(sale) = order.flash_sale_id
     {
@@ -944,10 +1047,10 @@ async fn restock(
         .fetch_one(&mut **tx)
         .await?;
     let stock: i64 = row.try_get(0)?;
-    let reason = if order.status == OrderStatus::PendingPayment {
-        "cancel"
-    } else {
-        "refund"
+    let reason = match order.status {
+        OrderStatus::PendingPayment => "cancel",
+        OrderStatus::ReturnShipped => "return",
+        _ => "refund",
     };
     record_stock(
         tx,
@@ -962,6 +1065,17 @@ async fn restock(
     )
     .await?;
     Ok(())
+}
+
+/// A courier tracking number as a buyer types it: 6–30 letters, digits or `-`, kept upper-case.
+fn parse_tracking_no(raw: &str) -> ApiResult<String> {
+    let no = raw.trim();
+    let valid =
+        (6..=30).contains(&no.len()) && no.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !valid {
+        return Err(ApiError::validation("运单号须为 6–30 位字母、数字或连字符"));
+    }
+    Ok(no.to_ascii_uppercase())
 }
 
 /// A simulated courier tracking number.
@@ -1003,39 +1117,111 @@ pub(crate) async fn expire_unpaid(commerce: &Commerce, now: i64) -> anyhow::Resu
     Ok(expired)
 }
 
-/// Shipped orders nobody confirmed are confirmed for the buyer after this long, as platforms do.
+/// Shipped orders nobody confirmed are confirmed for the buyer this long after shipping, as
+/// platforms do.
 pub const AUTO_CONFIRM_MS: i64 = 7 * 86_400_000;
+/// A buyer whose request was rejected or withdrawn has at least this long before the automatic
+/// confirmation (which otherwise counts from shipping, not from the request).
+pub const AFTER_REQUEST_GRACE_MS: i64 = 86_400_000;
+/// A refund or return request the merchant leaves unanswered this long is approved for them.
+pub const MERCHANT_REPLY_MS: i64 = 2 * 86_400_000;
+/// An approved return the buyer does not ship back within this long is closed.
+pub const RETURN_SHIP_MS: i64 = 7 * 86_400_000;
+/// Goods shipped back that the merchant does not confirm within this long are refunded anyway.
+pub const RETURN_RECEIVE_MS: i64 = 10 * 86_400_000;
 
-/// Confirms receipt of orders shipped more than [`AUTO_CONFIRM_MS`] ago (the merchant is paid).
-pub(crate) async fn auto_confirm(commerce: &Commerce, now: i64) -> anyhow::Result<usize> {
+/// What the system does for a party that did not act in time: orders in `status` unchanged
+/// for `after_ms` — and, where set, shipped `after_shipping_ms` ago — get `action`, with `note`
+/// in their history.
+struct Deadline {
+    status: OrderStatus,
+    after_ms: i64,
+    after_shipping_ms: Option<i64>,
+    action: Action,
+    note: &'static str,
+}
+
+const DEADLINES: [Deadline; 5] = [
+    Deadline {
+        status: OrderStatus::Shipped,
+        // From shipping: a request that was rejected or withdrawn does not restart the week.
+        after_ms: AFTER_REQUEST_GRACE_MS,
+        after_shipping_ms: Some(AUTO_CONFIRM_MS),
+        action: Action::ConfirmReceipt,
+        note: "发货 7 天后自动确认收货",
+    },
+    Deadline {
+        status: OrderStatus::RefundRequested,
+        after_ms: MERCHANT_REPLY_MS,
+        after_shipping_ms: None,
+        action: Action::ApproveRefund,
+        note: "商家 2 天内未处理，系统自动同意退款",
+    },
+    Deadline {
+        status: OrderStatus::ReturnRequested,
+        after_ms: MERCHANT_REPLY_MS,
+        after_shipping_ms: None,
+        action: Action::ApproveReturn,
+        note: "商家 2 天内未处理，系统自动同意退货",
+    },
+    Deadline {
+        status: OrderStatus::ReturnApproved,
+        after_ms: RETURN_SHIP_MS,
+        after_shipping_ms: None,
+        action: Action::Withdraw,
+        note: "买家 7 天内未寄回商品，退货申请关闭",
+    },
+    Deadline {
+        status: OrderStatus::ReturnShipped,
+        after_ms: RETURN_RECEIVE_MS,
+        after_shipping_ms: None,
+        action: Action::ConfirmReturn,
+        note: "商家 10 天内未确认收到退货，系统自动退款",
+    },
+];
+
+/// Acts for the parties that let a deadline pass ([`DEADLINES`]): confirms receipt, approves
+/// unanswered requests, closes returns never shipped back, refunds returns never confirmed.
+/// Safe on several nodes, and against a party acting at the same time: each order moves only
+/// from the status and last change it was read with.
+pub(crate) async fn act_on_deadlines(commerce: &Commerce, now: i64) -> anyhow::Result<usize> {
+    // Orders shipped before shipping times were kept have none: their last change stands in.
     let sql = format!(
-        "{ORDER_ROW} WHERE o.status = 'shipped' AND o.updated_at <= $1 ORDER BY o.updated_at LIMIT 200"
+        "{ORDER_ROW} WHERE o.status = $1 AND o.updated_at <= $2 \
+         AND COALESCE(o.shipped_at, o.updated_at) <= $3 ORDER BY o.updated_at LIMIT 200"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(now - AUTO_CONFIRM_MS)
-        .fetch_all(commerce.app.db.pool())
-        .await?;
-    let mut confirmed = 0;
-    for row in &rows {
-        let order = order_row(row)?;
-        match apply_action(
-            commerce,
-            &order,
-            Action::ConfirmReceipt,
-            Actor::System,
-            None,
-            "发货 7 天后自动确认收货",
-        )
-        .await
-        {
-            Ok(()) => confirmed += 1,
-            Err(e) if e.code == ErrorCode::InvalidTransition => {}
-            Err(e) => {
-                tracing::warn!(order = order.id, error = %e, "could not auto-confirm an order")
+    let mut moved = 0;
+    for deadline in &DEADLINES {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(deadline.status.as_str())
+            .bind(now - deadline.after_ms)
+            .bind(now - deadline.after_shipping_ms.unwrap_or(0))
+            .fetch_all(commerce.app.db.pool())
+            .await?;
+        for row in &rows {
+            let order = order_row(row)?;
+            match apply_action(
+                commerce,
+                &order,
+                deadline.action,
+                Actor::System,
+                None,
+                deadline.note,
+            )
+            .await
+            {
+                Ok(()) => moved += 1,
+                Err(e) if e.code == ErrorCode::InvalidTransition => {}
+                Err(e) => tracing::warn!(
+                    order = order.id,
+                    action = %deadline.action,
+                    error = %e,
+                    "could not act on an order's deadline"
+                ),
             }
         }
     }
-    Ok(confirmed)
+    Ok(moved)
 }
 
 /// What a coupon's refusal means to the buyer.
@@ -1049,5 +1235,51 @@ pub(crate) fn coupon_use_error(e: UseError) -> ApiError {
                 threshold_cents as f64 / 100.0
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_of_a_party_has_one_path() {
+        for action in Action::ALL {
+            let paths = ACTION_PATHS.iter().filter(|(_, a)| *a == action).count();
+            // Only the sweeper expires an unpaid order.
+            let expected = usize::from(action != Action::Expire);
+            assert_eq!(paths, expected, "{action}");
+        }
+    }
+
+    #[test]
+    fn tracking_numbers_are_checked_and_kept_upper_case() {
+        assert_eq!(parse_tracking_no(" sf1234567890 ").unwrap(), "SF1234567890");
+        assert_eq!(parse_tracking_no("YT-2024-0001").unwrap(), "YT-2024-0001");
+        for bad in ["", "12345", "SF 123456", "运单1234567", &"9".repeat(31)] {
+            assert!(parse_tracking_no(bad).is_err(), "{bad:?}");
+        }
+        assert!(tracking_number().starts_with("SIM"));
+        assert!(parse_tracking_no(&tracking_number()).is_ok());
+    }
+
+    #[test]
+    fn deadlines_act_as_the_system_in_allowed_moves() {
+        for d in &DEADLINES {
+            let from = match d.status {
+                OrderStatus::ReturnApproved | OrderStatus::ReturnRequested => {
+                    Some(OrderStatus::Shipped)
+                }
+                _ => Some(OrderStatus::Paid),
+            };
+            assert!(
+                order::transition(d.status, d.action, Actor::System, from).is_ok(),
+                "{} {}",
+                d.status,
+                d.action
+            );
+            assert!(d.after_ms >= 86_400_000, "at least a day");
+            assert!(d.after_shipping_ms.is_none_or(|ms| ms >= d.after_ms));
+        }
     }
 }

@@ -5,6 +5,14 @@
 //!
 //! Contract: `POST /api/v1/red-packets/{id}/grab` → 200 `{"amount_cents": n}`; the same user
 //! again → 409 `already_grabbed`; none left → 410 `red_packet_empty`.
+//!
+//! With Redis gates a grab's share is held (`crate::gate`) until it is written, like a flash
+//! sale's reservation: the writer fences its transaction on the packets' rows, a retry of the
+//! same user takes a grab whose node died over, and the sweeper gives back the shares of grabs
+//! older than `HOLD_RECLAIM_AFTER_MS` that the database does not have. The money is exact
+//! either way (the database pays the grabs and returns `total − grabbed` at expiry); the holds
+//! keep a dead node's share from being withheld from the room, and its user from being told
+//! `already_grabbed` without one.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,7 +29,10 @@ use utoipa::ToSchema;
 
 use crate::Commerce;
 use crate::core::red_packet::{self, MAX_SHARES, SplitError};
-use crate::gate::Grab;
+use crate::gate::{
+    Grab, GrabHold, GrabSettle, HOLD_RECLAIM_AFTER_MS, IN_FLIGHT_WAIT_MS, PacketGates, new_token,
+};
+use crate::group_commit::{FenceError, Fencing, RowTable, lock_row};
 use crate::util;
 use crate::wallet::{self, Reason};
 
@@ -273,29 +284,59 @@ pub async fn send_red_packet(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// Loads a packet's gate from the database (after a restart, or on another node's first grab).
-async fn load_gate(commerce: &Commerce, meta: &PacketMeta) -> ApiResult<()> {
-    let state = &commerce.app;
+/// The shares still free (in grab order) and who has grabbed: a packet's gate state.
+async fn shares_left(
+    conn: &mut sqlx::AnyConnection,
+    packet: i64,
+) -> Result<(Vec<u32>, Vec<i64>), sqlx::Error> {
     let free: Vec<i64> = sqlx::query_scalar(
         "SELECT idx FROM red_packet_shares WHERE red_packet_id = $1 AND grabbed_by IS NULL ORDER BY idx",
     )
-    .bind(meta.id)
-    .fetch_all(state.db.pool())
+    .bind(packet)
+    .fetch_all(&mut *conn)
     .await?;
     let grabbed: Vec<i64> = sqlx::query_scalar(
         "SELECT grabbed_by FROM red_packet_shares WHERE red_packet_id = $1 AND grabbed_by IS NOT NULL",
     )
-    .bind(meta.id)
-    .fetch_all(state.db.pool())
+    .bind(packet)
+    .fetch_all(&mut *conn)
     .await?;
-    let free: Vec<u32> = free
+    let free = free
         .into_iter()
         .filter_map(|i| u32::try_from(i).ok())
         .collect();
-    commerce
-        .packets
-        .load(meta.id, &free, &grabbed, meta.expires_at)
-        .await?;
+    Ok((free, grabbed))
+}
+
+/// Loads a packet's gate from the database (after a restart, or on another node's first grab).
+/// With holds (Redis) under the packet's row lock, so no grab commits between reading the
+/// shares and loading them (a grab still holding a hold that the reload drops fails instead).
+async fn load_gate(commerce: &Commerce, meta: &PacketMeta) -> ApiResult<()> {
+    let db = &commerce.app.db;
+    if !commerce.packets.tracks_holds() {
+        let mut conn = db.pool().acquire().await?;
+        let (free, grabbed) = shares_left(&mut conn, meta.id).await?;
+        commerce
+            .packets
+            .load(meta.id, &free, &grabbed, meta.expires_at)
+            .await?;
+        return Ok(());
+    }
+    // A crowd that found the gate gone queues on the lock: the first loads it, the others see
+    // it loaded and read nothing.
+    if commerce.packets.is_loaded(meta.id).await? {
+        return Ok(());
+    }
+    let mut tx = db.begin_write().await?;
+    lock_row(&mut tx, db.backend(), RowTable::RedPackets, meta.id).await?;
+    if !commerce.packets.is_loaded(meta.id).await? {
+        let (free, grabbed) = shares_left(&mut tx, meta.id).await?;
+        commerce
+            .packets
+            .load(meta.id, &free, &grabbed, meta.expires_at)
+            .await?;
+    }
+    tx.rollback().await?;
     Ok(())
 }
 
@@ -322,23 +363,42 @@ pub async fn grab(
     if now >= meta.expires_at {
         return Err(ErrorCode::RedPacketExpired.into());
     }
-    let mut answer = commerce.packets.grab(id, p.account_id).await?;
-    if answer == Grab::NotLoaded {
-        load_gate(&commerce, &meta).await?;
-        answer = commerce.packets.grab(id, p.account_id).await?;
-    }
-    let idx = match answer {
-        Grab::Share { idx } => idx,
-        Grab::Already => return Err(ErrorCode::AlreadyGrabbed.into()),
-        Grab::Empty => return Err(ErrorCode::RedPacketEmpty.into()),
-        Grab::NotLoaded => return Err(ErrorCode::Unavailable.into()),
+    let user = p.account_id;
+    let token = new_token();
+    let mut rounds = 0;
+    let hold = loop {
+        rounds += 1;
+        let mut answer = commerce.packets.grab(id, user, now, &token).await?;
+        if answer == Grab::NotLoaded {
+            load_gate(&commerce, &meta).await?;
+            answer = commerce.packets.grab(id, user, now, &token).await?;
+        }
+        match answer {
+            Grab::Share { idx } => {
+                break GrabHold {
+                    user,
+                    idx,
+                    at: now,
+                    token,
+                };
+            }
+            Grab::Already => return Err(ErrorCode::AlreadyGrabbed.into()),
+            Grab::Empty => return Err(ErrorCode::RedPacketEmpty.into()),
+            Grab::NotLoaded => return Err(ErrorCode::Unavailable.into()),
+            // Only Redis gates answer this: a grab of this user holds a share already.
+            Grab::Pending => match grab_in_flight(&commerce, &meta, user, now, &token).await? {
+                GrabInFlight::Written => return Err(ErrorCode::AlreadyGrabbed.into()),
+                GrabInFlight::TakenOver(hold) => break hold,
+                GrabInFlight::Gone if rounds < 3 => {}
+                GrabInFlight::Gone => return Err(ErrorCode::Unavailable.into()),
+            },
+        }
     };
     // From here the share must end written or released, and the last grab must finish the
     // packet: a task of its own, so a client that hangs up (dropping this handler) cannot
     // stop it half-way.
-    let user = p.account_id;
     let settle = tokio::spawn(async move {
-        match write_grab(&commerce, &meta, user, idx, now).await {
+        match write_grab(&commerce, &meta, &hold).await {
             Ok(grabbed) => {
                 if grabbed.last {
                     finish(&commerce, &meta).await;
@@ -349,20 +409,226 @@ pub async fn grab(
                     balance_cents: grabbed.balance,
                 })
             }
-            Err(GrabError::Already) => {
-                // The database knew better than the gate (it was reloaded mid-grab): the share
-                // is free.
-                let _ = commerce.packets.release(meta.id, user, idx).await;
-                Err(ErrorCode::AlreadyGrabbed.into())
-            }
-            Err(GrabError::Closed) => Err(ErrorCode::RedPacketExpired.into()),
-            Err(GrabError::Api(e)) => {
-                let _ = commerce.packets.release(meta.id, user, idx).await;
-                Err(e)
+            Err(e) => {
+                give_back(&commerce, meta.id, &hold, &e).await;
+                Err(match e {
+                    GrabError::Already => ErrorCode::AlreadyGrabbed.into(),
+                    GrabError::Closed => ErrorCode::RedPacketExpired.into(),
+                    GrabError::ShareTaken => ErrorCode::RedPacketEmpty.into(),
+                    // A retry took the share over (and writes it), or the gate was reloaded.
+                    GrabError::Superseded => ErrorCode::Unavailable.into(),
+                    GrabError::Api(e) => e,
+                })
             }
         }
     });
     settle.await.map_err(ApiError::internal)?.map(Json)
+}
+
+/// What became of a grab of the same user that holds a share.
+enum GrabInFlight {
+    /// The user has a share in the database.
+    Written,
+    /// It is gone without a share: try afresh.
+    Gone,
+    /// It never wrote its share: this request holds it now, as this hold.
+    TakenOver(GrabHold),
+}
+
+/// A grab of `user` holds a share already: a double tap, or a grab whose node died before
+/// writing it. Waits for it up to [`IN_FLIGHT_WAIT_MS`] after it grabbed; if it is still there,
+/// takes it over under the packet's lock — unless the database has the user's share.
+async fn grab_in_flight(
+    commerce: &Commerce,
+    meta: &PacketMeta,
+    user: i64,
+    now: i64,
+    token: &str,
+) -> ApiResult<GrabInFlight> {
+    let started = tokio::time::Instant::now();
+    let wait = std::time::Duration::from_millis(IN_FLIGHT_WAIT_MS.unsigned_abs());
+    let db = &commerce.app.db;
+    loop {
+        let Some(held) = commerce.packets.hold_of(meta.id, user).await? else {
+            return Ok(match share_of(db.pool(), meta.id, user).await? {
+                Some(_) => GrabInFlight::Written,
+                None => GrabInFlight::Gone,
+            });
+        };
+        let waited = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        if now - held.at + waited >= IN_FLIGHT_WAIT_MS || started.elapsed() >= wait {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut tx = db.begin_write().await?;
+    lock_row(&mut tx, db.backend(), RowTable::RedPackets, meta.id).await?;
+    let outcome = match commerce.packets.hold_of(meta.id, user).await? {
+        None => None,
+        Some(held) => match share_of(&mut *tx, meta.id, user).await? {
+            Some(idx) => {
+                commerce
+                    .packets
+                    .settle(meta.id, &[(&held, grab_verdict(Some(idx), &held))])
+                    .await?;
+                Some(GrabInFlight::Written)
+            }
+            None => {
+                let take = GrabSettle::TakeOver {
+                    at: now,
+                    token: token.to_owned(),
+                };
+                let taken = commerce.packets.settle(meta.id, &[(&held, take)]).await?;
+                taken.first().copied().unwrap_or(false).then(|| {
+                    GrabInFlight::TakenOver(GrabHold {
+                        user,
+                        idx: held.idx,
+                        at: now,
+                        token: token.to_owned(),
+                    })
+                })
+            }
+        },
+    };
+    tx.rollback().await?;
+    Ok(match outcome {
+        Some(outcome) => outcome,
+        None => match share_of(db.pool(), meta.id, user).await? {
+            Some(_) => GrabInFlight::Written,
+            None => GrabInFlight::Gone,
+        },
+    })
+}
+
+/// The index of `user`'s share of the packet, if the database has one.
+async fn share_of<'c>(
+    conn: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    packet: i64,
+    user: i64,
+) -> Result<Option<u32>, sqlx::Error> {
+    let idx: Option<i64> = sqlx::query_scalar(
+        "SELECT idx FROM red_packet_shares WHERE red_packet_id = $1 AND grabbed_by = $2",
+    )
+    .bind(packet)
+    .bind(user)
+    .fetch_optional(conn)
+    .await?;
+    Ok(idx.and_then(|i| u32::try_from(i).ok()))
+}
+
+/// How a grab's hold whose attempt is not coming back settles, given the user's share in the
+/// database (one per user): that very share — written; another one — this share goes back,
+/// the user stays; none — the share goes back and the user may grab again.
+fn grab_verdict(share: Option<u32>, hold: &GrabHold) -> GrabSettle {
+    match share {
+        Some(idx) if idx == hold.idx => GrabSettle::Written,
+        Some(_) => GrabSettle::ReturnShare,
+        None => GrabSettle::Release,
+    }
+}
+
+/// The share of a grab that failed goes back. In-process gates: as before the holds, the
+/// share is released unless the packet is closed. Redis: by what is known of the failure —
+/// the database has the user's share already (the share goes back, the user stays), the share
+/// is someone else's (the user may grab again), the packet is closed (nothing: its gate goes
+/// with it), superseded (nothing is ours); an unknown outcome asks the database under the
+/// packet's lock, or leaves it to the sweeper if that fails.
+async fn give_back(commerce: &Commerce, packet: i64, hold: &GrabHold, error: &GrabError) {
+    let gate = &commerce.packets;
+    let settle = match (gate.tracks_holds(), error) {
+        (_, GrabError::Closed) | (true, GrabError::Superseded) => return,
+        (false, _) => GrabSettle::Release,
+        (true, GrabError::Already) => GrabSettle::ReturnShare,
+        (true, GrabError::ShareTaken) => GrabSettle::FreeUser,
+        (true, GrabError::Api(_)) => {
+            if let Err(e) = resolve_grabs(commerce, packet, std::slice::from_ref(hold)).await {
+                tracing::warn!(packet, error = %e, "red-packet share not given back yet; the sweeper will");
+            }
+            return;
+        }
+    };
+    if let Err(e) = gate.settle(packet, &[(hold, settle)]).await {
+        tracing::warn!(packet, error = %e, "red-packet share not given back yet; the sweeper will");
+    }
+}
+
+/// Settles grabs' holds whose attempts are not coming back, under the packet's lock, by the
+/// database's word ([`grab_verdict`]); answers how many shares went back to the crowd.
+async fn resolve_grabs(
+    commerce: &Commerce,
+    packet: i64,
+    holds: &[GrabHold],
+) -> Result<usize, FenceError> {
+    let db = &commerce.app.db;
+    let mut tx = db.begin_write().await?;
+    lock_row(&mut tx, db.backend(), RowTable::RedPackets, packet).await?;
+    let mut settles = Vec::with_capacity(holds.len());
+    for hold in holds {
+        let share = share_of(&mut *tx, packet, hold.user).await?;
+        settles.push((hold, grab_verdict(share, hold)));
+    }
+    let done = commerce.packets.settle(packet, &settles).await?;
+    // Nothing was written: the transaction was only the lock.
+    tx.rollback().await?;
+    Ok(settles
+        .iter()
+        .zip(done)
+        .filter(|((_, settle), done)| *done && *settle == GrabSettle::Release)
+        .count())
+}
+
+/// Gives back the shares of grabs that were never written (Redis gates only): holds of
+/// active packets older than [`HOLD_RECLAIM_AFTER_MS`] — their node died between the gate and
+/// the commit — settled by the database's word under each packet's lock. The share goes back
+/// to the crowd and the user may grab again. (The money was exact all along: at expiry the
+/// sender gets back `total − grabbed`, counted in the database; this keeps a share from being
+/// withheld from the room and a user from being told `already_grabbed` with nothing.)
+pub(crate) async fn reclaim_abandoned(commerce: &Commerce, now: i64) -> anyhow::Result<usize> {
+    if !commerce.packets.tracks_holds() {
+        return Ok(0);
+    }
+    let active: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM red_packets WHERE status = 'active' AND expires_at > $1",
+    )
+    .bind(now)
+    .fetch_all(commerce.app.db.pool())
+    .await?;
+    let mut released = 0;
+    for packet in active {
+        match reclaim_packet(commerce, packet, now).await {
+            Ok((0, _)) => {}
+            Ok((holds, back)) => {
+                tracing::info!(
+                    packet,
+                    holds,
+                    released = back,
+                    "settled abandoned red-packet grabs"
+                );
+                released += back;
+            }
+            // One packet's trouble does not hold the others up; the next sweep tries again.
+            Err(e) => {
+                tracing::warn!(packet, error = %e, "could not settle abandoned red-packet grabs")
+            }
+        }
+    }
+    Ok(released)
+}
+
+/// One packet's part of [`reclaim_abandoned`]: (stale holds, shares given back).
+async fn reclaim_packet(
+    commerce: &Commerce,
+    packet: i64,
+    now: i64,
+) -> Result<(usize, usize), FenceError> {
+    let stale = commerce
+        .packets
+        .stale(packet, now - HOLD_RECLAIM_AFTER_MS)
+        .await?;
+    if stale.is_empty() {
+        return Ok((0, 0));
+    }
+    Ok((stale.len(), resolve_grabs(commerce, packet, &stale).await?))
 }
 
 pub(crate) struct WrittenGrab {
@@ -375,6 +641,11 @@ pub(crate) enum GrabError {
     Already,
     /// The packet expired between the check and the write.
     Closed,
+    /// The share is someone else's in the database (the gate knew less than it).
+    ShareTaken,
+    /// The grab no longer holds its share (a retry took it over, or the gate was reloaded):
+    /// not written.
+    Superseded,
     Api(ApiError),
 }
 
@@ -397,9 +668,7 @@ impl From<ApiError> for GrabError {
 /// One grab waiting for the next group commit.
 pub(crate) struct GrabWrite {
     meta: Arc<PacketMeta>,
-    user: i64,
-    idx: u32,
-    now: i64,
+    hold: GrabHold,
     reply: oneshot::Sender<Result<WrittenGrab, GrabError>>,
 }
 
@@ -416,8 +685,13 @@ fn group_commit_max(backend: foundation::db::Backend) -> usize {
 /// Writes grabs in group commits, like flash-sale orders (`flash_sales::start_writer`):
 /// whatever grabs are waiting when a transaction starts go into it, each in a savepoint of its
 /// own (so one refused grab does not fail the others), and one commit — one fsync on SQLite —
-/// makes them all durable. A grab is answered only after its transaction committed.
-pub(crate) fn start_grab_writer(db: foundation::db::Db) -> mpsc::Sender<GrabWrite> {
+/// makes them all durable. A grab is answered only after its transaction committed. With holds
+/// (Redis), each transaction first locks its packets' rows and writes only the grabs that still
+/// hold their shares ([`fence`]); after the commit their holds are settled as written.
+pub(crate) fn start_grab_writer(
+    db: foundation::db::Db,
+    gate: Arc<dyn PacketGates>,
+) -> mpsc::Sender<GrabWrite> {
     let (tx, mut rx) = mpsc::channel::<GrabWrite>(4096);
     let max = group_commit_max(db.backend());
     tokio::spawn(async move {
@@ -425,18 +699,75 @@ pub(crate) fn start_grab_writer(db: foundation::db::Db) -> mpsc::Sender<GrabWrit
         while rx.recv_many(&mut batch, max).await > 0 {
             // Packet rows are locked in id order, so two nodes' groups do not deadlock on them
             // (each grab answers through its own channel, so the order is free).
-            batch.sort_by_key(|w| (w.meta.id, w.user));
-            let results = commit_grabs(&db, &batch).await;
+            batch.sort_by_key(|w| (w.meta.id, w.hold.user));
+            let results = commit_grabs(&db, &*gate, &batch).await;
+            let mut written: Vec<(i64, GrabHold)> = Vec::new();
             for (write, result) in batch.drain(..).zip(results) {
+                if result.is_ok() && gate.tracks_holds() {
+                    written.push((write.meta.id, write.hold.clone()));
+                }
                 let _ = write.reply.send(result);
+            }
+            if !written.is_empty() {
+                tokio::spawn(settle_written(gate.clone(), written));
             }
         }
     });
     tx
 }
 
+/// Drops the holds of written grabs (one script call per packet; they come sorted by packet).
+/// If it fails, the sweeper finds them later and, seeing their shares, does the same.
+async fn settle_written(gate: Arc<dyn PacketGates>, written: Vec<(i64, GrabHold)>) {
+    for group in written.chunk_by(|a, b| a.0 == b.0) {
+        let packet = group[0].0;
+        let holds: Vec<(&GrabHold, GrabSettle)> = group
+            .iter()
+            .map(|(_, hold)| (hold, GrabSettle::Written))
+            .collect();
+        if let Err(e) = gate.settle(packet, &holds).await {
+            tracing::debug!(packet, error = %e, "holds of written grabs left for the sweeper");
+        }
+    }
+}
+
+/// The fence of a group's transaction (gates with holds only): locks the batch's packets' rows
+/// in id order and refuses the grabs that no longer hold their shares; until the commit no one
+/// else can settle a hold of these packets (the sweeper and a retry's take-over need the lock).
+async fn fence(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    fencing: &Fencing<'_, dyn PacketGates + '_>,
+    batch: &[GrabWrite],
+) -> Result<Vec<Option<GrabError>>, FenceError> {
+    let gate = fencing.gate;
+    let mut verdicts: Vec<Option<GrabError>> = batch.iter().map(|_| None).collect();
+    if !gate.tracks_holds() {
+        return Ok(verdicts);
+    }
+    let mut packets: Vec<i64> = batch.iter().map(|w| w.meta.id).collect();
+    packets.sort_unstable();
+    packets.dedup();
+    for packet in packets {
+        lock_row(tx, fencing.backend, RowTable::RedPackets, packet).await?;
+        let (places, holds): (Vec<usize>, Vec<&GrabHold>) = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.meta.id == packet)
+            .map(|(i, w)| (i, &w.hold))
+            .unzip();
+        let owned = gate.owned(packet, &holds).await?;
+        for (i, owned) in places.into_iter().zip(owned) {
+            if !owned {
+                verdicts[i] = Some(GrabError::Superseded);
+            }
+        }
+    }
+    Ok(verdicts)
+}
+
 async fn commit_grabs(
     db: &foundation::db::Db,
+    gate: &dyn PacketGates,
     batch: &[GrabWrite],
 ) -> Vec<Result<WrittenGrab, GrabError>> {
     crate::group_commit::in_savepoints(
@@ -444,6 +775,11 @@ async fn commit_grabs(
         "red-packet",
         batch,
         || GrabError::Api(ApiError::new(ErrorCode::Unavailable)),
+        &Fencing {
+            backend: db.backend(),
+            gate,
+        },
+        fence,
         write_grab_in,
     )
     .await
@@ -453,16 +789,12 @@ async fn commit_grabs(
 async fn write_grab(
     commerce: &Commerce,
     meta: &Arc<PacketMeta>,
-    user: i64,
-    idx: u32,
-    now: i64,
+    hold: &GrabHold,
 ) -> Result<WrittenGrab, GrabError> {
     let (reply, answer) = oneshot::channel();
     let write = GrabWrite {
         meta: meta.clone(),
-        user,
-        idx,
-        now,
+        hold: hold.clone(),
         reply,
     };
     let unavailable = || GrabError::Api(ApiError::new(ErrorCode::Unavailable));
@@ -479,7 +811,7 @@ async fn write_grab_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     write: &GrabWrite,
 ) -> Result<WrittenGrab, GrabError> {
-    let (meta, user, idx, now) = (&write.meta, write.user, write.idx, write.now);
+    let (meta, user, idx, now) = (&write.meta, write.hold.user, write.hold.idx, write.hold.at);
     // Counting the grab on the packet's row first serialises grabs with the expiry (PostgreSQL
     // row lock; SQLite's single writer), so a share is never both paid out and returned.
     let counted = sqlx::query(
@@ -504,7 +836,7 @@ async fn write_grab_in(
     .fetch_optional(&mut **tx)
     .await?;
     let Some(row) = row else {
-        return Err(GrabError::Api(ErrorCode::RedPacketEmpty.into()));
+        return Err(GrabError::ShareTaken);
     };
     let amount: i64 = row.try_get(0)?;
     sqlx::query("UPDATE red_packets SET grabbed_cents = grabbed_cents + $1 WHERE id = $2")
@@ -612,4 +944,26 @@ pub(crate) async fn expire(commerce: &Commerce, now: i64) -> anyhow::Result<usiz
             .await;
     }
     Ok(expired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grab_hold_is_spent_only_by_its_own_share() {
+        let hold = GrabHold {
+            user: 4,
+            idx: 2,
+            at: 100,
+            token: "t".into(),
+        };
+        assert_eq!(grab_verdict(Some(2), &hold), GrabSettle::Written);
+        assert_eq!(
+            grab_verdict(Some(5), &hold),
+            GrabSettle::ReturnShare,
+            "the user has another share: this one goes back, the user stays"
+        );
+        assert_eq!(grab_verdict(None, &hold), GrabSettle::Release);
+    }
 }

@@ -25,7 +25,9 @@ impl RoomAccess {
 pub struct LiveCounts {
     pub live: bool,
     pub viewers: u32,
+    /// The current live's peak (not the room's over all its lives).
     pub peak: u32,
+    /// The current live's likes (not the room's over all its lives).
     pub likes: u64,
 }
 

@@ -3,6 +3,8 @@
 //! instructors and the supervisors in scope see the class's shops (the simulated mall); buyers
 //! only ever see listed products of open shops.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -29,11 +31,27 @@ pub struct ShopView {
     pub description: String,
     /// open | closed
     pub status: String,
+    /// Customer-service quick replies (客服快捷回复), shown to buyers as the shop's answers.
     pub quick_replies: Vec<String>,
     /// Whether the caller owns it.
     pub mine: bool,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// How many listed products the caller can see in it (for others: 0 while it is closed).
+    pub listed_products: i64,
+    /// Up to 3 of those, newest first: the shop's card in the mall.
+    pub preview: Vec<ShopPreview>,
+}
+
+/// A listed product on a shop's card in the mall.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ShopPreview {
+    pub product_id: i64,
+    pub title: String,
+    /// Its first image.
+    pub image: Option<String>,
+    /// The lowest price of its SKUs.
+    pub price_cents: i64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -183,8 +201,64 @@ fn shop_from_row(row: &sqlx::any::AnyRow) -> Result<ShopRow, sqlx::Error> {
     })
 }
 
+/// Most quick replies a shop keeps, and the longest one (characters).
+const MAX_QUICK_REPLIES: usize = 20;
+const MAX_QUICK_REPLY_CHARS: usize = 200;
+/// Products on a shop's card in the mall.
+const PREVIEW_PRODUCTS: usize = 3;
+
+/// A shop's listed products, as its card in the mall shows them.
+#[derive(Debug, Default)]
+struct Listings {
+    count: i64,
+    preview: Vec<ShopPreview>,
+}
+
+/// Which shops' listings to read.
+enum ListingsOf {
+    Class(i64),
+    Shop(i64),
+}
+
+/// The listed products of a class's shops (or of one shop), newest first, in one query.
+async fn listings(state: &AppState, of: ListingsOf) -> ApiResult<HashMap<i64, Listings>> {
+    let (filter, id) = match of {
+        ListingsOf::Class(id) => ("s.class_id = $1", id),
+        ListingsOf::Shop(id) => ("p.shop_id = $1", id),
+    };
+    let sql = format!(
+        "SELECT p.shop_id, p.id, p.title, p.images, \
+         COALESCE((SELECT MIN(k.price_cents) FROM skus k WHERE k.product_id = p.id), 0) \
+         FROM products p JOIN shops s ON s.id = p.shop_id \
+         WHERE {filter} AND p.status = 'listed' ORDER BY p.shop_id, p.id DESC"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_all(state.db.pool())
+        .await?;
+    let mut out: HashMap<i64, Listings> = HashMap::new();
+    for row in &rows {
+        let entry = out.entry(row.try_get(0)?).or_default();
+        entry.count += 1;
+        if entry.preview.len() < PREVIEW_PRODUCTS {
+            let images: String = row.try_get(3)?;
+            entry.preview.push(ShopPreview {
+                product_id: row.try_get(1)?,
+                title: row.try_get(2)?,
+                image: util::string_list(&images).into_iter().next(),
+                price_cents: row.try_get(4)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
 impl ShopRow {
-    fn view(&self, caller: &Principal) -> ShopView {
+    /// The shop as `caller` sees it, with its listings (`None`: it has no listed products).
+    fn view(&self, caller: &Principal, listings: Option<&Listings>) -> ShopView {
+        // Buyers see no products of a closed shop; its owner sees them all.
+        let shown =
+            listings.filter(|_| self.owner_id == caller.account_id || self.status == "open");
         ShopView {
             id: self.id,
             owner: Ref {
@@ -200,7 +274,15 @@ impl ShopRow {
             quick_replies: util::string_list(&self.quick_replies),
             mine: self.owner_id == caller.account_id,
             created_at: self.created_at,
+            listed_products: shown.map_or(0, |l| l.count),
+            preview: shown.map(|l| l.preview.clone()).unwrap_or_default(),
         }
+    }
+
+    /// The view with this shop's listings read from the database.
+    async fn view_read(&self, state: &AppState, caller: &Principal) -> ApiResult<ShopView> {
+        let listings = listings(state, ListingsOf::Shop(self.id)).await?;
+        Ok(self.view(caller, listings.get(&self.id)))
     }
 }
 
@@ -287,12 +369,23 @@ fn images(input: Option<Vec<String>>) -> ApiResult<String> {
 }
 
 fn quick_replies(input: Vec<String>) -> ApiResult<String> {
-    if input.len() > 20 {
-        return Err(ApiError::validation("快捷回复最多 20 条"));
+    if input.len() > MAX_QUICK_REPLIES {
+        return Err(ApiError::validation(format!(
+            "快捷回复最多 {MAX_QUICK_REPLIES} 条，提交了 {} 条",
+            input.len()
+        )));
     }
     let replies = input
         .iter()
-        .map(|r| util::text(r, "快捷回复", 1, 200))
+        .enumerate()
+        .map(|(i, r)| {
+            util::text(
+                r,
+                &format!("第 {} 条快捷回复", i + 1),
+                1,
+                MAX_QUICK_REPLY_CHARS,
+            )
+        })
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(serde_json::to_string(&replies).unwrap_or_else(|_| "[]".into()))
 }
@@ -361,7 +454,7 @@ pub async fn create_shop(
     let shop = shop_by_id(&state, id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok((StatusCode::CREATED, Json(shop.view(&p))))
+    Ok((StatusCode::CREATED, Json(shop.view(&p, None))))
 }
 
 /// The caller's own shop; 404 when they have none yet.
@@ -374,10 +467,11 @@ pub async fn my_shop(
     let shop = shop_of_owner(&state, p.account_id)
         .await?
         .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "你还没有开店"))?;
-    Ok(Json(shop.view(&p)))
+    Ok(Json(shop.view_read(&state, &p).await?))
 }
 
-/// The shops of the classes the caller may see (optionally one class): the simulated mall.
+/// The shops of the classes the caller may see (optionally one class), closed ones included, each
+/// with its listed products' count and preview: the simulated mall.
 #[utoipa::path(get, path = "/api/v1/shops", tag = "commerce", params(ShopQuery),
     responses((status = 200, body = [ShopView])))]
 pub async fn list_shops(
@@ -400,8 +494,13 @@ pub async fn list_shops(
             .bind(class)
             .fetch_all(state.db.pool())
             .await?;
+        if rows.is_empty() {
+            continue;
+        }
+        let listed = listings(&state, ListingsOf::Class(class)).await?;
         for row in &rows {
-            shops.push(shop_from_row(row)?.view(&p));
+            let shop = shop_from_row(row)?;
+            shops.push(shop.view(&p, listed.get(&shop.id)));
         }
     }
     Ok(Json(shops))
@@ -415,7 +514,8 @@ pub async fn get_shop(
     CurrentUser(p): CurrentUser,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ShopView>> {
-    Ok(Json(visible_shop(&state, &p, id).await?.view(&p)))
+    let shop = visible_shop(&state, &p, id).await?;
+    Ok(Json(shop.view_read(&state, &p).await?))
 }
 
 /// Change the shop's details, status or customer-service quick replies (owner only).
@@ -472,7 +572,7 @@ pub async fn update_shop(
     let shop = shop_by_id(&state, id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok(Json(shop.view(&p)))
+    Ok(Json(shop.view_read(&state, &p).await?))
 }
 
 /// A product as stored.
@@ -805,6 +905,8 @@ pub async fn update_product(
     .await?;
     if status == "delisted" && product.status != "delisted" {
         commerce.unpin_everywhere(id).await?;
+    } else if title != product.title || images != product.images {
+        commerce.product_changed(id);
     }
     let product = product_by_id(&state, id)
         .await?
@@ -819,6 +921,7 @@ pub async fn update_product(
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn add_sku(
     State(state): State<AppState>,
+    Extension(commerce): Extension<Commerce>,
     CurrentUser(p): CurrentUser,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<NewSku>,
@@ -827,8 +930,9 @@ pub async fn add_sku(
     let sku = check_sku(&body)?;
     let now = state.clock.now_millis();
     let mut tx = state.db.begin_write().await?;
-    insert_sku(&mut tx, id, sku, p.account_id, now).await?;
+    let sku = insert_sku(&mut tx, id, sku, p.account_id, now).await?;
     tx.commit().await?;
+    commerce.sku_changed(sku);
     Ok((
         StatusCode::CREATED,
         Json(product_view(&state, &product, &shop).await?),
@@ -854,17 +958,23 @@ async fn owned_sku(state: &AppState, p: &Principal, sku: i64) -> ApiResult<(i64,
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn update_sku(
     State(state): State<AppState>,
+    Extension(commerce): Extension<Commerce>,
     CurrentUser(p): CurrentUser,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<UpdateSku>,
 ) -> ApiResult<Json<ProductView>> {
     let (product_id, shop) = owned_sku(&state, &p, id).await?;
     let price = util::cents(body.price_cents, "价格", MAX_PRICE_CENTS)?;
-    sqlx::query("UPDATE skus SET price_cents = $1 WHERE id = $2")
-        .bind(price)
-        .bind(id)
-        .execute(state.db.pool())
-        .await?;
+    let changed =
+        sqlx::query("UPDATE skus SET price_cents = $1 WHERE id = $2 AND price_cents <> $1")
+            .bind(price)
+            .bind(id)
+            .execute(state.db.pool())
+            .await?
+            .rows_affected();
+    if changed > 0 {
+        commerce.sku_changed(id);
+    }
     let product = product_by_id(&state, product_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
@@ -879,6 +989,7 @@ pub async fn update_sku(
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn adjust_stock(
     State(state): State<AppState>,
+    Extension(commerce): Extension<Commerce>,
     CurrentUser(p): CurrentUser,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<AdjustStock>,
@@ -926,6 +1037,7 @@ pub async fn adjust_stock(
     )
     .await?;
     tx.commit().await?;
+    commerce.sku_changed(id);
     Ok(Json(sku))
 }
 

@@ -67,7 +67,9 @@ pub async fn ensure(
     Ok(())
 }
 
-/// Adds `delta` (negative: takes) to `account`'s balance; refuses to go below zero.
+/// Adds `delta` (negative: takes) to `account`'s balance; refuses to go below zero, except
+/// for a refund clawback, which may leave the merchant owing (the buyer's refund never waits on
+/// the merchant's balance; an account in debt can spend nothing until income covers it).
 pub async fn apply(
     tx: &mut Transaction<'_, Any>,
     account: i64,
@@ -77,13 +79,15 @@ pub async fn apply(
     now: i64,
 ) -> Result<i64, ApiError> {
     ensure(tx, account, now).await?;
+    let may_owe = reason == Reason::RefundClawback;
     let row = sqlx::query(
         "UPDATE wallets SET balance_cents = balance_cents + $1, updated_at = $2 \
-         WHERE account_id = $3 AND balance_cents + $1 >= 0 RETURNING balance_cents",
+         WHERE account_id = $3 AND ($4 = 1 OR balance_cents + $1 >= 0) RETURNING balance_cents",
     )
     .bind(delta)
     .bind(now)
     .bind(account)
+    .bind(i64::from(may_owe))
     .fetch_optional(&mut **tx)
     .await?;
     let Some(row) = row else {

@@ -2,8 +2,9 @@
 //! (many grabbers on a packet of fewer shares), driven over HTTP like real clients — each buyer
 //! logged in with its own account (`livecamp practice-accounts` makes them), every attempt with
 //! its own `Idempotency-Key`. Prints one JSON line: attempts per wall second and per server
-//! CPU-second, latency quantiles, and the exactness checks (orders == stock, shares sum to the
-//! packet).
+//! CPU-second, latency quantiles, and the exactness checks, from the answers (orders == stock,
+//! shares sum to the packet) and, with `--database-url`, from the server's database after the
+//! burst (every acknowledged order or grab is stored, nothing else is, one per buyer).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,9 +43,13 @@ pub struct CommerceArgs {
     /// Flash-sale stock, or red-packet shares.
     #[arg(long, default_value_t = 1000)]
     stock: u32,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 1000)]
+    /// Requests in flight at once (one connection each): by default every buyer at once.
+    #[arg(long, default_value_t = 10_000)]
     concurrency: usize,
+    /// The server's database (sqlite://… or postgres://…), read after the burst to check that
+    /// what was acknowledged is what was stored.
+    #[arg(long)]
+    database_url: Option<String>,
     /// Logins in flight at once (before the measured part).
     #[arg(long, default_value_t = 32)]
     login_concurrency: usize,
@@ -175,7 +180,7 @@ pub async fn run(args: CommerceArgs) -> Res<()> {
     .collect::<Res<_>>()?;
     let login_seconds = started.elapsed().as_secs_f64();
 
-    let path = match args.tool {
+    let (path, tool_id) = match args.tool {
         Tool::FlashSale => {
             let (status, sale) = call(
                 &http,
@@ -187,7 +192,8 @@ pub async fn run(args: CommerceArgs) -> Res<()> {
             )
             .await?;
             expect(status, &sale, "flash sale")?;
-            format!("{base}/api/v1/flash-sales/{}/orders", sale["id"])
+            let id = sale["id"].as_i64().unwrap_or_default();
+            (format!("{base}/api/v1/flash-sales/{id}/orders"), id)
         }
         Tool::RedPacket => {
             // One cent and up per share: ¥100 per 1,000 shares.
@@ -201,7 +207,8 @@ pub async fn run(args: CommerceArgs) -> Res<()> {
             )
             .await?;
             expect(status, &packet, "red packet")?;
-            format!("{base}/api/v1/red-packets/{}/grab", packet["id"])
+            let id = packet["id"].as_i64().unwrap_or_default();
+            (format!("{base}/api/v1/red-packets/{id}/grab"), id)
         }
     };
 
@@ -322,10 +329,15 @@ pub async fn run(args: CommerceArgs) -> Res<()> {
         .filter(|(s, _)| *s == 200)
         .filter_map(|(_, b)| b["amount_cents"].as_i64())
         .sum();
-    let exact = match args.tool {
+    let answers_exact = match args.tool {
         Tool::FlashSale => won == args.stock as usize && ids.len() == won,
         Tool::RedPacket => won == args.stock as usize && sum == i64::from(args.stock) * 10,
     };
+    let stored = match &args.database_url {
+        Some(url) => Some(stored_check(url, args.tool, tool_id, &ids, won, sum).await?),
+        None => None,
+    };
+    let exact = answers_exact && stored.as_ref().is_none_or(|s| s["exact"] == true);
     let report = json!({
         "benchmark": match args.tool { Tool::FlashSale => "flash-sale", Tool::RedPacket => "red-packet" },
         "buyers": args.buyers,
@@ -335,6 +347,7 @@ pub async fn run(args: CommerceArgs) -> Res<()> {
         "refused": refused,
         "failed": failed,
         "exact": exact,
+        "stored": stored,
         "shares_sum_cents": (args.tool == Tool::RedPacket).then_some(sum),
         "seconds": seconds,
         "attempts_per_second": outcomes.len() as f64 / seconds,
@@ -348,6 +361,59 @@ pub async fn run(args: CommerceArgs) -> Res<()> {
     println!("{report}");
     anyhow::ensure!(exact, "not exact: {won} won of {}", args.stock);
     Ok(())
+}
+
+/// What the server's database holds after the burst, against what the buyers were told: for a
+/// flash sale, the sale's orders are exactly the acknowledged ones, one per buyer; for a red
+/// packet, the grabbed shares are as many as the 200s, one per buyer, and sum to what they
+/// were told.
+async fn stored_check(
+    url: &str,
+    tool: Tool,
+    id: i64,
+    acknowledged: &[i64],
+    won: usize,
+    told_cents: i64,
+) -> Res<Value> {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await?;
+    let report = match tool {
+        Tool::FlashSale => {
+            let rows =
+                sqlx::query("SELECT id, buyer_id FROM orders WHERE flash_sale_id = $1 ORDER BY id")
+                    .bind(id)
+                    .fetch_all(&pool)
+                    .await?;
+            let mut stored = Vec::with_capacity(rows.len());
+            let mut buyers = std::collections::HashSet::new();
+            for row in &rows {
+                stored.push(row.try_get::<i64, _>(0)?);
+                buyers.insert(row.try_get::<i64, _>(1)?);
+            }
+            let same = stored == acknowledged;
+            json!({"orders": stored.len(), "buyers": buyers.len(), "same_as_acknowledged": same,
+                   "exact": same && buyers.len() == stored.len()})
+        }
+        Tool::RedPacket => {
+            let row = sqlx::query(
+                "SELECT COUNT(*), COUNT(DISTINCT grabbed_by), CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) \
+                 FROM red_packet_shares WHERE red_packet_id = $1 AND grabbed_by IS NOT NULL",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await?;
+            let (grabs, grabbers, cents): (i64, i64, i64) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            json!({"grabs": grabs, "grabbers": grabbers, "sum_cents": cents,
+                   "exact": grabs as usize == won && grabbers == grabs && cents == told_cents})
+        }
+    };
+    pool.close().await;
+    Ok(report)
 }
 
 /// A kept-alive HTTP/1.1 connection to the server: one request at a time, no pool.

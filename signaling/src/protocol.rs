@@ -293,6 +293,11 @@ pub enum CommerceEvent {
     ProductUnpinned {
         product: i64,
     },
+    /// The live price or stock of a product on the room's shelf changed (pinned or not);
+    /// batched, at most twice a second per product.
+    ProductUpdated {
+        product: ProductCard,
+    },
     FlashSaleStarted {
         sale: FlashSaleCard,
     },

@@ -1,5 +1,10 @@
 //! Storage of the hub: rooms, their chat (written in batches off the room tasks' path) and the
 //! sensitive-word list.
+//!
+//! Each room's counters are stored twice, in the same transaction: for the room over all its
+//! lives (`rooms.peak_viewers`, `rooms.likes`, `room_viewers`) and for the live session they
+//! belong to (`live_sessions`, `live_session_viewers`, keyed by the room and the session's
+//! `started_at`; schema `0011_live_sessions.sql`), which the dashboard and reports read.
 
 use std::time::Duration;
 
@@ -11,6 +16,7 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use crate::protocol::{ChatMessage, RoomId, Seq, UserId};
+use crate::room::core::Totals;
 use crate::words::{WordAction, WordFilter};
 
 /// What kind of room: decides who may create it and what it is for.
@@ -62,11 +68,16 @@ pub struct RoomRecord {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
+    /// The stored peak and likes of the live session that began at `started_at` (none before
+    /// the first live).
+    pub session_peak: Option<i64>,
+    pub session_likes: Option<i64>,
 }
 
 const ROOM_COLUMNS: &str = "SELECT r.id, r.class_id, c.name, r.kind, r.title, r.host_id, a.name, r.status, \
-     r.peak_viewers, r.likes, r.created_at, r.started_at, r.ended_at \
-     FROM rooms r JOIN classes c ON c.id = r.class_id JOIN accounts a ON a.id = r.host_id";
+     r.peak_viewers, r.likes, r.created_at, r.started_at, r.ended_at, s.peak_viewers, s.likes \
+     FROM rooms r JOIN classes c ON c.id = r.class_id JOIN accounts a ON a.id = r.host_id \
+     LEFT JOIN live_sessions s ON s.room_id = r.id AND s.started_at = r.started_at";
 
 fn room_from_row(row: &sqlx::any::AnyRow) -> Result<RoomRecord, sqlx::Error> {
     let kind: String = row.try_get(3)?;
@@ -84,6 +95,8 @@ fn room_from_row(row: &sqlx::any::AnyRow) -> Result<RoomRecord, sqlx::Error> {
         created_at: row.try_get(10)?,
         started_at: row.try_get(11)?,
         ended_at: row.try_get(12)?,
+        session_peak: row.try_get(13)?,
+        session_likes: row.try_get(14)?,
     })
 }
 
@@ -164,49 +177,85 @@ impl RoomStore {
             .map_err(ApiError::from)
     }
 
-    /// Marks the live started or ended and raises the stored peak. Likes are stored as
-    /// increments by [`RoomStore::add_totals`].
+    /// Marks the live started (its session, keyed by `at`, the time of the `live_started`
+    /// event, is opened) or ended at `at` (the open session is closed) and raises the room's
+    /// stored peak. Likes and the sessions' numbers are stored as increments by
+    /// [`RoomStore::add_totals`].
     pub async fn set_live(
         &self,
         id: RoomId,
         live: bool,
         peak: u32,
-        now: i64,
+        at: i64,
     ) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.begin_write().await?;
         if live {
             sqlx::query(
                 "UPDATE rooms SET status = 'live', started_at = $1, ended_at = NULL WHERE id = $2",
             )
-            .bind(now)
+            .bind(at)
             .bind(id)
-            .execute(self.db.pool())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO live_sessions (room_id, started_at) VALUES ($1, $2) \
+                 ON CONFLICT (room_id, started_at) DO NOTHING",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
             .await?;
         } else {
             sqlx::query(
                 "UPDATE rooms SET status = 'ended', ended_at = $1, \
                  peak_viewers = CASE WHEN peak_viewers > $2 THEN peak_viewers ELSE $2 END WHERE id = $3",
             )
-            .bind(now)
+            .bind(at)
             .bind(i64::from(peak))
             .bind(id)
-            .execute(self.db.pool())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE live_sessions SET ended_at = $1 WHERE room_id = $2 AND ended_at IS NULL",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
             .await?;
         }
-        Ok(())
+        tx.commit().await
     }
 
-    /// Adds `likes` to the stored total and raises the stored peak to `peak`.
-    pub async fn add_totals(&self, id: RoomId, peak: u32, likes: u64) -> Result<(), sqlx::Error> {
+    /// Adds `totals.likes` to the room's stored total and raises its stored peak; for each
+    /// session, adds its likes and raises its peak (creating its row if the node that started
+    /// the live has not yet). One transaction: all or nothing, so a failed save can be retried
+    /// whole without counting anything twice.
+    pub async fn add_totals(&self, id: RoomId, totals: &Totals) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "UPDATE rooms SET likes = likes + $1, \
              peak_viewers = CASE WHEN peak_viewers > $2 THEN peak_viewers ELSE $2 END WHERE id = $3",
         )
-        .bind(i64::try_from(likes).unwrap_or(i64::MAX))
-        .bind(i64::from(peak))
+        .bind(i64::try_from(totals.likes).unwrap_or(i64::MAX))
+        .bind(i64::from(totals.peak))
         .bind(id)
-        .execute(self.db.pool())
-        .await
-        .map(|_| ())
+        .execute(&mut *tx)
+        .await?;
+        for session in &totals.sessions {
+            sqlx::query(
+                "INSERT INTO live_sessions (room_id, started_at, peak_viewers, likes) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (room_id, started_at) DO UPDATE SET likes = live_sessions.likes + excluded.likes, \
+                 peak_viewers = CASE WHEN live_sessions.peak_viewers > excluded.peak_viewers \
+                 THEN live_sessions.peak_viewers ELSE excluded.peak_viewers END",
+            )
+            .bind(id)
+            .bind(session.started_at)
+            .bind(i64::from(session.peak))
+            .bind(i64::try_from(session.likes).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 
     pub async fn is_class_instructor(&self, class_id: i64, account_id: i64) -> ApiResult<bool> {
@@ -309,9 +358,12 @@ impl RoomStore {
 pub enum ChatWrite {
     Message(RoomId, ChatMessage),
     Removed(RoomId, Seq),
-    /// Watch time (ms) per viewer accrued since the last report, at `at`.
+    /// Watch time (ms) per viewer accrued since the last report, at `at`, during the live
+    /// session that began at `session`: added to the room's (`room_viewers`) and the
+    /// session's (`live_session_viewers`).
     Watched {
         room: RoomId,
+        session: i64,
         at: i64,
         viewers: Vec<(UserId, i64)>,
     },
@@ -388,7 +440,12 @@ async fn write_batch(db: &Db, batch: &[ChatWrite]) -> Result<(), sqlx::Error> {
                     .execute(&mut *tx)
                     .await?;
             }
-            ChatWrite::Watched { room, at, viewers } => {
+            ChatWrite::Watched {
+                room,
+                session,
+                at,
+                viewers,
+            } => {
                 for (user, ms) in viewers {
                     sqlx::query(
                         "INSERT INTO room_viewers (room_id, account_id, watch_ms, first_seen_at, last_seen_at) \
@@ -396,6 +453,18 @@ async fn write_batch(db: &Db, batch: &[ChatWrite]) -> Result<(), sqlx::Error> {
                          watch_ms = room_viewers.watch_ms + excluded.watch_ms, last_seen_at = excluded.last_seen_at",
                     )
                     .bind(*room)
+                    .bind(*user)
+                    .bind(*ms)
+                    .bind(*at)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO live_session_viewers (room_id, started_at, account_id, watch_ms, first_seen_at, last_seen_at) \
+                         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (room_id, started_at, account_id) DO UPDATE SET \
+                         watch_ms = live_session_viewers.watch_ms + excluded.watch_ms, last_seen_at = excluded.last_seen_at",
+                    )
+                    .bind(*room)
+                    .bind(*session)
                     .bind(*user)
                     .bind(*ms)
                     .bind(*at)

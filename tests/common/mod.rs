@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod shop;
+
 use std::sync::Arc;
 
 use foundation::AppState;

@@ -13,7 +13,9 @@
 // Then trainee01 practises alone: in a new live room the 模拟买家 tab adds 12 bot buyers, the
 // viewer count rises to 12, their comments scroll by as danmaku and in the chat, the tab is
 // usable at phone width, the 数据看板 says how much of the traffic is simulated, and removing the
-// bots empties the room.
+// bots empties the room. After-sale: trainee06 on a phone asks trainee05's shop for a return
+// (退货退款), the merchant approves with a return address, the buyer ships it back with a
+// tracking number and the merchant confirms: refunded and restocked.
 //
 //   DEMO_PASSWORD=... [BASE_URL=http://127.0.0.1:18080] [SCREENSHOT_DIR=...] [CHROMIUM=/usr/bin/chromium] node commerce.mjs
 //
@@ -158,7 +160,10 @@ test('live commerce: shop, cart and 讲解中, coupon, buy and pay, flash sale, 
     await coupon.getByTestId('coupon-claim').click()
     await coupon.getByTestId('coupon-claim').filter({ hasText: '已领 1 张' }).waitFor()
 
-    // 购买: the coupon is applied; submit, pay; the room hears an order notice.
+    // 购买: the coupon is applied; submit, pay; the room hears an order notice, and the 讲解中
+    // card's stock drops live on both screens (product_updated), with no reload.
+    const stockBefore = Number(await pinned.getByTestId('pinned-stock').getAttribute('data-stock'))
+    assert.ok(stockBefore > 0, `the pinned card shows the stock: ${stockBefore}`)
     const notice = host.getByTestId('order-notice').filter({ hasText: '刚刚下单' }).waitFor({ timeout: 20000 })
     await pinned.getByTestId('pinned-buy').click()
     const checkout = viewer.getByTestId('checkout')
@@ -171,6 +176,9 @@ test('live commerce: shop, cart and 讲解中, coupon, buy and pay, flash sale, 
     await viewer.getByTestId('checkout-pay').click()
     await viewer.getByTestId('checkout-paid').waitFor()
     await notice
+    for (const page of [viewer, host]) {
+      await page.locator(`[data-testid="pinned-stock"][data-stock="${stockBefore - 1}"]`).waitFor()
+    }
     await viewer.getByTestId('checkout-done').click()
     await checkout.waitFor({ state: 'detached' })
 
@@ -470,6 +478,93 @@ test('buyer bots: the host adds 模拟买家, the viewer count and the danmaku r
   }
 })
 
+test('after-sale: a return (退货退款) — the buyer asks on a phone, the merchant approves, the buyer ships it back, the merchant confirms', async () => {
+  const merchantCtx = await newContext('pc')
+  const buyerCtx = await newContext('phone')
+  try {
+    // trainee05 opens a shop with one product (through the API: the shop pages are checked
+    // above); trainee06 buys two, the merchant ships, the buyer confirms receipt.
+    const merchant = await newPage(merchantCtx)
+    await login(merchant, 'trainee05')
+    let shop = await api(merchant, 'GET', '/api/v1/shops/mine')
+    if (shop.status === 404) shop = await api(merchant, 'POST', '/api/v1/shops', { name: '延边米酒坊', category: '食品' })
+    assert.ok(shop.status === 200 || shop.status === 201, JSON.stringify(shop.body))
+    const title = `延边米酒 ${Date.now() % 100000}`
+    const product = await api(merchant, 'POST', `/api/v1/shops/${shop.body.id}/products`, {
+      title,
+      listed: true,
+      skus: [{ spec: '500ml', price_cents: 2590, stock: 20 }],
+    })
+    assert.equal(product.status, 201, JSON.stringify(product.body))
+    const buyer = await newPage(buyerCtx)
+    await login(buyer, 'trainee06')
+    const placed = await api(buyer, 'POST', '/api/v1/orders', { sku_id: product.body.skus[0].id, quantity: 2, address: '延吉市' })
+    assert.equal(placed.status, 201, JSON.stringify(placed.body))
+    const id = placed.body.id
+    for (const [page, action] of [[buyer, 'pay'], [merchant, 'ship'], [buyer, 'confirm']]) {
+      const r = await api(page, 'POST', `/api/v1/orders/${id}/${action}`)
+      assert.equal(r.status, 200, `${action}: ${JSON.stringify(r.body)}`)
+    }
+
+    // The buyer asks for a return; the reason is required.
+    await buyer.goto(`/orders?id=${id}`)
+    const detail = buyer.getByTestId('order-detail')
+    await detail.getByTestId('order-detail-status').filter({ hasText: '已完成' }).waitFor()
+    await detail.getByTestId('order-action-return').click()
+    const dialog = buyer.getByTestId('order-action-dialog')
+    await dialog.getByTestId('order-action-confirm').click()
+    await dialog.getByTestId('order-action-error').filter({ hasText: '请填写退货原因' }).waitFor()
+    await dialog.getByTestId('order-action-reason').fill('瓶身有裂纹')
+    await dialog.getByTestId('order-action-confirm').click()
+    await detail.getByTestId('order-detail-status').filter({ hasText: '退货待审核' }).waitFor()
+    await detail.getByTestId('order-after-sale-hint').filter({ hasText: '商家 2 天内未处理将自动同意' }).waitFor()
+    await detail.getByTestId('order-action-withdraw').waitFor()
+
+    // The merchant approves with the return address.
+    await merchant.goto(`/orders?tab=merchant&id=${id}`)
+    const mDetail = merchant.getByTestId('order-detail')
+    await mDetail.getByTestId('order-detail-status').filter({ hasText: '退货待审核' }).waitFor()
+    await mDetail.getByTestId('order-action-reject-return').waitFor()
+    await mDetail.getByTestId('order-action-approve-return').click()
+    const mDialog = merchant.getByTestId('order-action-dialog')
+    await mDialog.getByTestId('order-action-reason').fill('请寄回：延吉市人民路 8 号 米酒坊 收')
+    await mDialog.getByTestId('order-action-confirm').click()
+    await mDetail.getByTestId('order-detail-status').filter({ hasText: '待寄回' }).waitFor()
+
+    // The buyer sees the address and ships the parcel back with a tracking number.
+    await buyer.reload()
+    await detail.getByTestId('order-detail-status').filter({ hasText: '待寄回' }).waitFor()
+    await detail.getByTestId('order-return-instructions').filter({ hasText: '延吉市人民路 8 号' }).waitFor()
+    await detail.getByTestId('order-action-ship-return').click()
+    await dialog.getByTestId('order-action-tracking').fill('yt12')
+    await dialog.getByTestId('order-action-confirm').click()
+    await dialog.getByTestId('order-action-error').filter({ hasText: '运单号' }).waitFor()
+    await dialog.getByTestId('order-action-tracking').fill('yt9876543210')
+    await dialog.getByTestId('order-action-confirm').click()
+    await detail.getByTestId('order-detail-status').filter({ hasText: '退货寄回中' }).waitFor()
+    await detail.getByTestId('order-return-tracking').filter({ hasText: 'YT9876543210' }).waitFor()
+    assert.equal(await detail.getByTestId('order-action-withdraw').count(), 0, 'no withdrawing once shipped back')
+    await screen(buyer, 'commerce-return-shipped-phone.png')
+
+    // The merchant confirms the parcel came back: refunded, and the two units are in stock again.
+    await merchant.reload()
+    await mDetail.getByTestId('order-detail-status').filter({ hasText: '退货寄回中' }).waitFor()
+    await mDetail.getByTestId('order-return-tracking').filter({ hasText: 'YT9876543210' }).waitFor()
+    await mDetail.getByTestId('order-action-confirm-return').click()
+    await mDialog.getByTestId('order-action-confirm').click()
+    await mDetail.getByTestId('order-detail-status').filter({ hasText: '已退款' }).waitFor()
+    await mDetail.getByTestId('order-event').filter({ hasText: '商家确认收到退货' }).waitFor()
+    await shot(merchant, 'commerce-return-refunded-pc.png')
+    const after = await api(merchant, 'GET', `/api/v1/products/${product.body.id}`)
+    assert.equal(after.body.skus[0].stock, 20, 'the returned units are back in stock')
+    merchant.assertClean()
+    buyer.assertClean()
+  } finally {
+    await merchantCtx.close()
+    await buyerCtx.close()
+  }
+})
+
 test('shop page on a phone and the orders page for a trainee without a shop', async () => {
   const ctx = await newContext('phone')
   try {
@@ -487,6 +582,213 @@ test('shop page on a phone and the orders page for a trainee without a shop', as
     page.assertClean()
   } finally {
     await ctx.close()
+  }
+})
+
+// The simulated mall (商城): trainee08 on a phone opens the 商城 tab, trainee07's shop card,
+// the storefront (listed products only, price range and stock), 客服 (the shop's quick replies as
+// its answers), a product, picks a spec, buys two through the room's checkout sheet without a
+// room, pays, and finds the order in 订单. The owner sees their storefront without a buy button
+// (and the server refuses with 403). In a live room the host's quick replies are chips over the
+// chat input: one tap sends one. Then a closed shop, a shop with nothing listed, and the mall
+// failing to load (retry).
+test('the mall on a phone: a classmate’s storefront, 客服 replies, buying without a room, the order in 订单; own shop; the host’s quick-reply chips', async () => {
+  const merchantCtx = await newContext('pc')
+  const buyerCtx = await newContext('phone')
+  try {
+    const stamp = Date.now().toString(36)
+    // trainee07 (through the API: the shop pages are checked above) runs a shop with three quick
+    // replies, a listed product of two specs and a draft.
+    const merchant = await newPage(merchantCtx)
+    await login(merchant, 'trainee07')
+    let shop = await api(merchant, 'GET', '/api/v1/shops/mine')
+    if (shop.status === 404) {
+      shop = await api(merchant, 'POST', '/api/v1/shops', {
+        name: '敦化林下山珍铺',
+        category: '土特产',
+        description: '长白山脚下的榛蘑、松子和林下参，产地直发',
+        logo_url: '/favicon.svg',
+      })
+    }
+    assert.ok(shop.status === 200 || shop.status === 201, JSON.stringify(shop.body))
+    const shopId = shop.body.id
+    const replies = [
+      `发货时间：下单后 48 小时内从敦化发货 ${stamp}`,
+      '支持七天无理由退换吗？支持，收到后 7 天内可申请退货退款',
+      '亲，榛蘑建议温水泡发 30 分钟再下锅哦',
+    ]
+    const patched = await api(merchant, 'PATCH', `/api/v1/shops/${shopId}`, { quick_replies: replies, status: 'open' })
+    assert.equal(patched.status, 200, JSON.stringify(patched.body))
+    const title = `长白山榛蘑 ${stamp}`
+    const product = await api(merchant, 'POST', `/api/v1/shops/${shopId}/products`, {
+      title,
+      description: '野生榛蘑，晒干无沙，煲汤炖鸡都香',
+      images: ['/favicon.svg'],
+      listed: true,
+      skus: [
+        { spec: '250g 袋装', price_cents: 2990, stock: 30 },
+        { spec: '500g 礼盒', price_cents: 5590, stock: 12 },
+      ],
+    })
+    assert.equal(product.status, 201, JSON.stringify(product.body))
+    const gift = product.body.skus.find((s) => s.spec === '500g 礼盒')
+    const draft = await api(merchant, 'POST', `/api/v1/shops/${shopId}/products`, {
+      title: `松子（草稿）${stamp}`,
+      skus: [{ spec: '1kg', price_cents: 9900, stock: 5 }],
+    })
+    assert.equal(draft.status, 201, JSON.stringify(draft.body))
+
+    // ---- trainee08 on a phone: the 商城 tab, the shop's card.
+    const buyer = await newPage(buyerCtx)
+    await login(buyer, 'trainee08')
+    await buyer.getByTestId('tab-mall').click()
+    await buyer.getByTestId('page-mall').waitFor()
+    const card = buyer.locator(`[data-testid="mall-shop"][data-shop-id="${shopId}"]`)
+    await card.waitFor()
+    assert.match(await card.innerText(), new RegExp(`${shop.body.name}[\\s\\S]*土特产|土特产[\\s\\S]*${shop.body.name}`))
+    assert.match(await card.getByTestId('mall-shop-listed').innerText(), /\d+ 件在售/)
+    await shot(buyer, 'mall-phone.png')
+
+    // The storefront: the listed product with its price range and stock, not the draft.
+    await card.click()
+    await buyer.getByTestId('page-storefront').waitFor()
+    await buyer.getByTestId('storefront-name').filter({ hasText: shop.body.name }).waitFor()
+    const tile = buyer.getByTestId('storefront-product').filter({ hasText: title })
+    await tile.waitFor()
+    assert.match(await tile.innerText(), /¥29\.90–55\.90[\s\S]*库存 42/)
+    assert.equal(await buyer.getByTestId('storefront-product').filter({ hasText: '松子（草稿）' }).count(), 0, 'no drafts for buyers')
+    assert.equal(await buyer.getByTestId('storefront-own').count(), 0)
+    await shot(buyer, 'mall-storefront-phone.png')
+
+    // 客服: the shop's quick replies as its answers; "话题：回复" and "问题？回复" are split.
+    await buyer.getByTestId('storefront-service').click()
+    const service = buyer.getByTestId('service-sheet')
+    await service.waitFor()
+    const answers = service.getByTestId('service-reply')
+    await answers.filter({ hasText: `下单后 48 小时内从敦化发货 ${stamp}` }).waitFor()
+    assert.equal(await answers.count(), 3)
+    assert.equal(await answers.nth(0).locator('strong').innerText(), '发货时间')
+    assert.equal(await answers.nth(1).locator('strong').innerText(), '支持七天无理由退换吗？')
+    assert.equal(await answers.nth(2).locator('strong').count(), 0)
+    await screen(buyer, 'mall-service-phone.png')
+    await buyer.keyboard.press('Escape')
+    await service.waitFor({ state: 'detached' })
+
+    // The product: choose 500g 礼盒, 立即购买 → the room's checkout sheet, without a room.
+    await tile.click()
+    await buyer.getByTestId('page-product').waitFor()
+    await buyer.getByTestId('product-title').filter({ hasText: title }).waitFor()
+    await buyer.getByTestId('product-price').filter({ hasText: '¥29.90' }).waitFor()
+    await buyer.getByTestId('product-sku').filter({ hasText: '500g 礼盒' }).click()
+    await buyer.getByTestId('product-price').filter({ hasText: '¥55.90' }).waitFor()
+    await buyer.getByTestId('product-sku-line').filter({ hasText: '库存 12' }).waitFor()
+    const buy = buyer.getByTestId('product-buy')
+    const bar = await buyer.getByTestId('product-buy-bar').boundingBox()
+    assert.ok(bar && bar.y + bar.height <= 844 - 56 + 1 && bar.y > 600, `the buy bar sits above the tab bar: ${JSON.stringify(bar)}`)
+    await screen(buyer, 'mall-product-phone.png')
+    await buy.click()
+    const checkout = buyer.getByTestId('checkout')
+    await checkout.waitFor()
+    await checkout.locator('[data-testid="checkout-sku"].active').filter({ hasText: '500g 礼盒' }).waitFor()
+    await buyer.getByTestId('checkout-plus').click()
+    await buyer.getByTestId('checkout-total').filter({ hasText: '¥111.80' }).waitFor()
+    await screen(buyer, 'mall-checkout-phone.png')
+    await buyer.getByTestId('checkout-submit').click()
+    await buyer.getByTestId('checkout-pay-total').filter({ hasText: '¥111.80' }).waitFor()
+    const orderId = Number(await buyer.getByTestId('checkout-order').getAttribute('data-order-id'))
+    await buyer.getByTestId('checkout-pay').click()
+    await buyer.getByTestId('checkout-paid').waitFor()
+    const placed = await api(buyer, 'GET', `/api/v1/orders/${orderId}`)
+    assert.equal(placed.body.room_id, null, 'a mall order has no room')
+    assert.equal(placed.body.sku_id, gift.id)
+    assert.equal(placed.body.status, 'paid')
+
+    // 订单: the paid order.
+    await buyer.getByTestId('checkout-view-order').click()
+    await buyer.getByTestId('page-orders').waitFor()
+    const item = buyer.getByTestId('order-item').filter({ hasText: title }).first()
+    await item.waitFor()
+    assert.equal(await item.getAttribute('data-status'), 'paid')
+    assert.match(await item.innerText(), /待发货[\s\S]*¥111\.80/)
+    await shot(buyer, 'mall-order-phone.png')
+    // The storefront's stock went down by the two units.
+    await buyer.goto(`/mall/shops/${shopId}`)
+    assert.match(await buyer.getByTestId('storefront-product').filter({ hasText: title }).innerText(), /库存 40[\s\S]*已售 2/)
+    buyer.assertClean()
+
+    // ---- the owner sees the storefront as buyers do, without a buy button; the server refuses anyway.
+    await merchant.goto(`/mall/shops/${shopId}`)
+    await merchant.getByTestId('storefront-own').waitFor()
+    await merchant.getByTestId('storefront-product').filter({ hasText: title }).waitFor()
+    await shot(merchant, 'mall-own-storefront-pc.png')
+    await merchant.getByTestId('storefront-product').filter({ hasText: title }).click()
+    await merchant.getByTestId('product-own-note').waitFor()
+    assert.equal(await merchant.getByTestId('product-buy').count(), 0, 'no buying from one’s own shop')
+    await shot(merchant, 'mall-own-product-pc.png')
+    const own = await api(merchant, 'POST', '/api/v1/orders', { sku_id: gift.id, quantity: 1 })
+    assert.equal(own.status, 403, JSON.stringify(own.body))
+
+    // ---- the host's quick replies in the live room: one tap sends it as a chat message.
+    const classes = await api(merchant, 'GET', '/api/v1/classes')
+    const room = await api(merchant, 'POST', '/api/v1/rooms', { class_id: classes.body[0].id, kind: 'live_commerce', title: `榛蘑专场 ${stamp}` })
+    assert.equal(room.status, 201, JSON.stringify(room.body))
+    await merchant.goto(`/rooms/${room.body.id}`)
+    await merchant.getByTestId('page-live-room').waitFor()
+    await merchant.locator('[data-testid="start-live"]:not([disabled])').click()
+    await merchant.getByTestId('live-status').filter({ hasText: '直播中' }).waitFor()
+    const chips = merchant.getByTestId('quick-replies-bar')
+    await chips.waitFor()
+    assert.equal(await chips.getByTestId('quick-reply').count(), 3)
+    await chips.getByTestId('quick-reply').nth(2).click()
+    await merchant.getByTestId('chat-message').filter({ hasText: '榛蘑建议温水泡发 30 分钟' }).waitFor()
+    assert.equal(await merchant.getByTestId('chat-input').inputValue(), '', 'the input is left alone')
+    // The buyer in the room has no chips (they are the host's), and sees the answer.
+    await buyer.goto(`/rooms/${room.body.id}`)
+    await buyer.getByTestId('chat-message').filter({ hasText: '榛蘑建议温水泡发 30 分钟' }).waitFor()
+    assert.equal(await buyer.getByTestId('quick-replies-bar').count(), 0)
+    await chips.locator('.qr-scroll').evaluate((el) => (el.scrollLeft = 0))
+    await screen(merchant, 'mall-quick-replies-host-pc.png')
+    await merchant.setViewportSize(VIEWPORTS.phone.viewport)
+    await chips.waitFor()
+    await screen(merchant, 'mall-quick-replies-host-phone.png')
+    await merchant.setViewportSize(VIEWPORTS.pc.viewport)
+    await merchant.locator('[data-testid="end-live"]:not([disabled])').click()
+    await merchant.getByTestId('end-live-confirm').click()
+    await merchant.getByTestId('live-status').filter({ hasText: '直播中' }).waitFor({ state: 'detached' })
+
+    // ---- the other states a buyer meets: a closed shop (休息中), a shop with nothing listed,
+    // and the mall failing to load (retry).
+    const closed = await api(merchant, 'PATCH', `/api/v1/shops/${shopId}`, { status: 'closed' })
+    assert.equal(closed.status, 200, JSON.stringify(closed.body))
+    await buyer.goto('/mall')
+    await buyer.locator(`[data-testid="mall-shop"][data-shop-id="${shopId}"][data-status="closed"]`).filter({ hasText: '休息中' }).waitFor()
+    await buyer.goto(`/mall/shops/${shopId}`)
+    await buyer.getByTestId('storefront-closed').waitFor()
+    await buyer.getByTestId('storefront-service').waitFor()
+    assert.equal(await buyer.getByTestId('storefront-product').count(), 0)
+    await shot(buyer, 'mall-closed-phone.png')
+    await api(merchant, 'PATCH', `/api/v1/shops/${shopId}`, { status: 'open' })
+    await api(merchant, 'PATCH', `/api/v1/products/${product.body.id}`, { status: 'delisted' })
+    const left = (await api(buyer, 'GET', `/api/v1/shops/${shopId}/products`)).body.length
+    await buyer.reload()
+    if (left === 0) {
+      await buyer.getByTestId('storefront-empty').filter({ hasText: '店主还没有上架商品' }).waitFor()
+      await shot(buyer, 'mall-empty-shop-phone.png')
+    }
+    assert.equal(await buyer.getByTestId('storefront-product').filter({ hasText: title }).count(), 0, 'delisted')
+    await buyer.route('**/api/v1/shops', (route) =>
+      route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ code: 'unavailable', message: '服务暂不可用，请稍后再试' }) }),
+    )
+    await buyer.goto('/mall')
+    await buyer.getByTestId('error-banner').filter({ hasText: '服务暂不可用' }).waitFor()
+    await buyer.unroute('**/api/v1/shops')
+    await buyer.getByTestId('retry').click()
+    await buyer.locator(`[data-testid="mall-shop"][data-shop-id="${shopId}"]`).waitFor()
+    merchant.assertClean()
+    buyer.assertClean()
+  } finally {
+    await merchantCtx.close()
+    await buyerCtx.close()
   }
 })
 

@@ -6,6 +6,13 @@
 //! clients; chat is rate-limited per user, length-limited and filtered; muted users cannot chat;
 //! only moderators (host, class instructors) moderate and only the host starts and ends the live;
 //! likes are summed exactly and reported at most every `stats_interval_ms`.
+//!
+//! Besides the room's counters (peak and likes over all its lives, sent to clients), the room
+//! keeps those of each live session — its peak, the likes taken while it runs, and each
+//! viewer's watch time — keyed by the session's `started_at` (the time of its `live_started`
+//! event, the same on every node), and hands them out as increments for storage
+//! ([`RoomCore::take_totals`], [`RoomCore::drain_watch`]), so the dashboard and the report of a
+//! live show only that live.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -128,8 +135,18 @@ pub enum Output {
     StoreChat(ChatMessage),
     /// Mark a stored chat message removed.
     StoreRemoval { message: Seq },
-    /// The live started or ended; persist the room status and totals.
-    LiveChanged { live: bool, peak: u32, likes: u64 },
+    /// The live started or ended (at `at`, the event's time: a started live's session key);
+    /// persist the room status and totals. Only on the node that decided it.
+    LiveChanged {
+        live: bool,
+        at: i64,
+        peak: u32,
+        likes: u64,
+    },
+    /// The live session that began at `started_at` ended on this replica: store its totals
+    /// ([`RoomCore::take_totals`]) and watch time ([`RoomCore::drain_watch`]) now, on every node,
+    /// so that its report finds them. Comes before the `LiveChanged` of the same end.
+    SessionEnded { started_at: i64 },
     /// (Distributed) an event to be numbered by the cluster's sequencer.
     Propose(Proposal),
 }
@@ -140,6 +157,39 @@ pub struct Proposal {
     pub at: i64,
     pub event: RoomEvent,
     pub author: Option<UserId>,
+}
+
+/// A live session's numbers taken on this replica and not yet stored: the likes taken here
+/// while it ran (an increment) and its peak as seen here (stored as a maximum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTotals {
+    /// The session: the time of its `live_started` event.
+    pub started_at: i64,
+    pub likes: u64,
+    pub peak: u32,
+}
+
+/// What the room task stores ([`RoomCore::take_totals`]): the likes taken here since the last
+/// save (added to the room's total), the room's peak, and the sessions' numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub likes: u64,
+    pub peak: u32,
+    pub sessions: Vec<SessionTotals>,
+}
+
+/// The current (or last) live session, as this replica sees it, for the dashboard.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    started_at: i64,
+    /// Highest viewer count while it ran.
+    peak: u32,
+    /// The room's like total when it began here: while live, the session's likes are the
+    /// room's total minus this (with several nodes an estimate at the edges; the stored
+    /// increments are exact).
+    likes_base: u64,
+    /// The session's likes when it ended here.
+    likes_final: Option<u64>,
 }
 
 /// Who numbers events: this room alone (one node), or the cluster (several nodes share the
@@ -209,10 +259,19 @@ pub struct RoomCore {
     conns: HashMap<ConnId, Member>,
     /// Connections per user: a person in two tabs counts once.
     users: HashMap<UserId, Presence>,
-    /// Watch time accrued while live and not yet drained (per user, ms), for the dashboard.
-    watched: HashMap<UserId, i64>,
+    /// Watch time accrued while live and not yet drained (per session and user, ms), for the
+    /// dashboard.
+    watched: HashMap<(i64, UserId), i64>,
     peak: u32,
     likes: u64,
+    /// The current (or last) live session.
+    session: Option<Session>,
+    /// Per session, what is not stored yet (see [`SessionTotals`]).
+    unsaved_sessions: Vec<SessionTotals>,
+    /// Likes taken here and not yet added to the room's stored total.
+    unsaved_likes: u64,
+    /// The room peak last handed out for storage (or loaded).
+    peak_stored: u32,
     muted: HashMap<UserId, i64>,
     buckets: HashMap<UserId, Bucket>,
     stats_dirty: bool,
@@ -266,6 +325,10 @@ impl RoomCore {
             watched: HashMap::new(),
             peak,
             likes,
+            session: None,
+            unsaved_sessions: Vec::new(),
+            unsaved_likes: 0,
+            peak_stored: peak,
             muted: HashMap::new(),
             buckets: HashMap::new(),
             stats_dirty: false,
@@ -279,6 +342,18 @@ impl RoomCore {
             resume_floor: 0,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// A room loaded while live continues its session: the one that began at `started_at`,
+    /// with its stored `peak` and `likes`. (Call after [`RoomCore::new`] with `live`.)
+    pub fn resume_session(mut self, started_at: i64, peak: u32, likes: u64) -> Self {
+        self.session = Some(Session {
+            started_at,
+            peak,
+            likes_base: self.likes.saturating_sub(likes),
+            likes_final: None,
+        });
+        self
     }
 
     /// Hands numbering to the cluster (see [`Sequencing`]).
@@ -328,7 +403,7 @@ impl RoomCore {
     pub fn set_cluster_viewers(&mut self, viewers: u32) {
         if self.cluster_viewers != Some(viewers) {
             self.cluster_viewers = Some(viewers);
-            self.peak = self.peak.max(self.viewers());
+            self.raise_peak();
             self.stats_dirty = true;
         }
     }
@@ -360,6 +435,91 @@ impl RoomCore {
 
     pub fn peak(&self) -> u32 {
         self.peak
+    }
+
+    /// The current (or last) live session's start, if this replica knows one.
+    pub fn session_started_at(&self) -> Option<i64> {
+        self.session.map(|s| s.started_at)
+    }
+
+    /// The current (or last) live session's peak as seen here (0 without one).
+    pub fn session_peak(&self) -> u32 {
+        self.session.map_or(0, |s| s.peak)
+    }
+
+    /// The current (or last) live session's likes as seen here (0 without one).
+    pub fn session_likes(&self) -> u64 {
+        self.session.map_or(0, |s| {
+            s.likes_final
+                .unwrap_or_else(|| self.likes.saturating_sub(s.likes_base))
+        })
+    }
+
+    /// Raises the room's peak, and the session's while live, to the viewers now.
+    fn raise_peak(&mut self) {
+        let viewers = self.viewers();
+        self.peak = self.peak.max(viewers);
+        if !self.live {
+            return;
+        }
+        if let Some(session) = self.session.as_mut()
+            && viewers > session.peak
+        {
+            session.peak = viewers;
+            let started_at = session.started_at;
+            self.tally(started_at).peak = viewers;
+        }
+    }
+
+    /// The unsaved numbers of the session that began at `started_at`.
+    fn tally(&mut self, started_at: i64) -> &mut SessionTotals {
+        let index = match self
+            .unsaved_sessions
+            .iter()
+            .position(|t| t.started_at == started_at)
+        {
+            Some(index) => index,
+            None => {
+                self.unsaved_sessions.push(SessionTotals {
+                    started_at,
+                    likes: 0,
+                    peak: 0,
+                });
+                self.unsaved_sessions.len() - 1
+            }
+        };
+        &mut self.unsaved_sessions[index]
+    }
+
+    /// What to store since the last call (`None`: nothing changed): the likes taken here (an
+    /// increment of the room's total), the room's peak, and per session the likes taken here
+    /// while it ran and its peak. Every 10 s, at the end of a live and when the room unloads;
+    /// if storing fails, hand it back with [`RoomCore::restore_totals`] so nothing is lost.
+    pub fn take_totals(&mut self) -> Option<Totals> {
+        if self.unsaved_likes == 0
+            && self.unsaved_sessions.is_empty()
+            && self.peak <= self.peak_stored
+        {
+            return None;
+        }
+        self.peak_stored = self.peak;
+        Some(Totals {
+            likes: std::mem::take(&mut self.unsaved_likes),
+            peak: self.peak,
+            sessions: std::mem::take(&mut self.unsaved_sessions),
+        })
+    }
+
+    /// Totals from [`RoomCore::take_totals`] that could not be stored: kept for the next save.
+    pub fn restore_totals(&mut self, totals: Totals) {
+        self.unsaved_likes += totals.likes;
+        // The room's peak is handed out again next time.
+        self.peak_stored = 0;
+        for session in totals.sessions {
+            let tally = self.tally(session.started_at);
+            tally.likes += session.likes;
+            tally.peak = tally.peak.max(session.peak);
+        }
     }
 
     pub fn handle(&mut self, now: i64, input: Input) {
@@ -435,7 +595,7 @@ impl RoomCore {
                 })
                 .conns += 1;
         }
-        self.peak = self.peak.max(self.viewers());
+        self.raise_peak();
         self.stats_dirty = true;
         let room = self.id;
         match last_seq {
@@ -515,8 +675,12 @@ impl RoomCore {
             _ => {
                 if let Some(p) = self.users.remove(&member.user.id)
                     && self.live
+                    && let Some(started_at) = self.session_started_at()
                 {
-                    *self.watched.entry(member.user.id).or_default() += (now - p.since).max(0);
+                    *self
+                        .watched
+                        .entry((started_at, member.user.id))
+                        .or_default() += (now - p.since).max(0);
                 }
                 true
             }
@@ -567,6 +731,13 @@ impl RoomCore {
                 }
                 self.likes += u64::from(count);
                 self.likes_here += u64::from(count);
+                self.unsaved_likes += u64::from(count);
+                // Likes count for the session only while it runs here.
+                if self.live
+                    && let Some(started_at) = self.session_started_at()
+                {
+                    self.tally(started_at).likes += u64::from(count);
+                }
                 self.stats_dirty = true;
                 self.ack(conn, id);
             }
@@ -801,30 +972,36 @@ impl RoomCore {
         self.diverged = true;
     }
 
-    /// Likes taken by this replica's own connections since it was created.
-    /// Adds the time since the last accrual to everyone present (while live).
+    /// Adds the time since the last accrual to everyone present (while live, to the session).
     fn accrue_watch(&mut self, now: i64) {
+        let session = self.session_started_at().filter(|_| self.live);
         for (user, presence) in &mut self.users {
-            if self.live {
-                *self.watched.entry(*user).or_default() += (now - presence.since).max(0);
+            if let Some(started_at) = session {
+                *self.watched.entry((started_at, *user)).or_default() +=
+                    (now - presence.since).max(0);
             }
             presence.since = now;
         }
     }
 
-    /// Watch time per viewer (ms, the host excluded) accrued here since the last call; the
-    /// task stores it as increments, so several nodes and incarnations add up.
-    pub fn drain_watch(&mut self, now: i64) -> Vec<(UserId, i64)> {
+    /// Watch time per live session (its `started_at`) and viewer (ms, the host excluded)
+    /// accrued here since the last call, sessions in order; the task stores it as increments,
+    /// so several nodes and incarnations add up.
+    pub fn drain_watch(&mut self, now: i64) -> Vec<(i64, Vec<(UserId, i64)>)> {
         self.accrue_watch(now);
         let host = self.host.as_ref().map(|h| h.id);
-        self.watched
-            .drain()
-            .filter(|(user, ms)| *ms > 0 && Some(*user) != host)
-            .collect()
-    }
-
-    pub fn likes_taken_here(&self) -> u64 {
-        self.likes_here
+        let mut sessions: Vec<(i64, Vec<(UserId, i64)>)> = Vec::new();
+        for ((started_at, user), ms) in self.watched.drain() {
+            if ms <= 0 || Some(user) == host {
+                continue;
+            }
+            match sessions.iter_mut().find(|(s, _)| *s == started_at) {
+                Some((_, viewers)) => viewers.push((user, ms)),
+                None => sessions.push((started_at, vec![(user, ms)])),
+            }
+        }
+        sessions.sort_unstable_by_key(|(started_at, _)| *started_at);
+        sessions
     }
 
     /// Every state change of the room happens here, from the event, so replicas on other nodes
@@ -851,10 +1028,32 @@ impl RoomCore {
             RoomEvent::LiveStarted { .. } | RoomEvent::LiveEnded { .. } => {
                 // Watch time counts only while live: settle it before the status flips.
                 self.accrue_watch(now);
+                let was_live = self.live;
                 self.live = matches!(event, RoomEvent::LiveStarted { .. });
-                if origin_here {
+                if self.live && !was_live {
+                    // A new session, keyed by this event's time (the same on every node).
+                    let viewers = self.viewers();
+                    self.session = Some(Session {
+                        started_at: now,
+                        peak: viewers,
+                        likes_base: self.likes,
+                        likes_final: None,
+                    });
+                    self.tally(now).peak = viewers;
+                } else if !self.live && was_live {
+                    let likes = self.session_likes();
+                    if let Some(session) = self.session.as_mut() {
+                        session.likes_final = Some(likes);
+                        let started_at = session.started_at;
+                        self.outputs.push_back(Output::SessionEnded { started_at });
+                    }
+                }
+                // A second start (or end) decided on another node at the same time changes
+                // nothing, and is not stored again.
+                if origin_here && self.live != was_live {
                     self.outputs.push_back(Output::LiveChanged {
                         live: self.live,
+                        at: now,
                         peak: self.peak,
                         likes: self.likes,
                     });

@@ -775,12 +775,186 @@ fn watch_time_counts_viewers_only_while_live() {
     room.handle(5_000, Input::Leave { conn: 4 });
     drain(&mut room);
     let mut watched = room.drain_watch(11_000);
-    watched.sort();
+    assert_eq!(watched.len(), 1);
+    // All of it in the session that began at 1 s.
+    assert_eq!(watched[0].0, 1_000);
+    watched[0].1.sort();
     // Viewer 20: 1 s → 11 s; viewer 30: 3 s → 5 s; the host is not a viewer.
-    assert_eq!(watched, vec![(20, 10_000), (30, 2_000)]);
+    assert_eq!(watched[0].1, vec![(20, 10_000), (30, 2_000)]);
     room.handle(12_000, Input::Leave { conn: 2 });
     send(&mut room, 21_000, 1, ClientMsg::EndLive { room: 7 });
-    assert_eq!(room.drain_watch(21_000), vec![(20, 10_000)]);
+    assert_eq!(room.drain_watch(21_000), vec![(1_000, vec![(20, 10_000)])]);
     // After the end, staying on the page is not watching.
     assert!(room.drain_watch(60_000).is_empty());
+}
+
+fn like(room: &mut RoomCore, now: i64, conn: ConnId, count: u32) {
+    send(room, now, conn, ClientMsg::Like { room: 7, count });
+}
+
+#[test]
+fn each_live_session_keeps_its_own_peak_likes_and_watch_time() {
+    let mut room = room();
+    join(&mut room, 0, 1, HOST, MemberRole::Host);
+    join(&mut room, 0, 2, 20, MemberRole::Viewer);
+    // Likes before the live count for the room only.
+    like(&mut room, 500, 2, 4);
+    let out = send(&mut room, 1_000, 1, ClientMsg::StartLive { room: 7 });
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::LiveChanged {
+            live: true,
+            at: 1_000,
+            ..
+        }
+    )));
+    join(&mut room, 2_000, 3, 30, MemberRole::Viewer);
+    join(&mut room, 2_000, 4, 40, MemberRole::Viewer);
+    like(&mut room, 3_000, 2, 10);
+    room.handle(4_000, Input::Leave { conn: 4 });
+    drain(&mut room);
+    assert_eq!(
+        (
+            room.session_started_at(),
+            room.session_peak(),
+            room.session_likes()
+        ),
+        (Some(1_000), 3, 10)
+    );
+    // The end: the session is settled on this replica before the status is stored.
+    let out = send(&mut room, 11_000, 1, ClientMsg::EndLive { room: 7 });
+    let ended = out
+        .iter()
+        .position(|o| matches!(o, Output::SessionEnded { started_at: 1_000 }))
+        .expect("the session ended");
+    let changed = out
+        .iter()
+        .position(|o| matches!(o, Output::LiveChanged { live: false, .. }))
+        .expect("the live ended");
+    assert!(ended < changed);
+    // Likes after the end count for the room only; the last session's stay as they were.
+    like(&mut room, 12_000, 2, 5);
+    assert_eq!((room.session_peak(), room.session_likes()), (3, 10));
+    let totals = room.take_totals().expect("something to store");
+    assert_eq!(totals.likes, 19);
+    assert_eq!(totals.peak, 3);
+    assert_eq!(
+        totals.sessions,
+        vec![SessionTotals {
+            started_at: 1_000,
+            likes: 10,
+            peak: 3
+        }]
+    );
+    assert!(room.take_totals().is_none(), "nothing new");
+
+    // The second live: viewer 20 returns; 30 is still on the page.
+    room.handle(13_000, Input::Leave { conn: 3 });
+    let out = send(&mut room, 20_000, 1, ClientMsg::StartLive { room: 7 });
+    assert!(!out.iter().any(|o| matches!(o, Output::SessionEnded { .. })));
+    like(&mut room, 21_000, 2, 2);
+    assert_eq!(
+        (
+            room.session_started_at(),
+            room.session_peak(),
+            room.session_likes()
+        ),
+        (Some(20_000), 1, 2)
+    );
+    // A failed save is handed back and stored with the next one; nothing is lost.
+    let failed = room.take_totals().expect("something to store");
+    like(&mut room, 22_000, 2, 1);
+    room.restore_totals(failed);
+    let totals = room.take_totals().expect("something to store");
+    assert_eq!(totals.likes, 3);
+    assert_eq!(totals.peak, 3, "the room's peak over both lives");
+    assert_eq!(
+        totals.sessions,
+        vec![SessionTotals {
+            started_at: 20_000,
+            likes: 3,
+            peak: 1
+        }]
+    );
+    // Watch time of both sessions drained at once stays apart.
+    send(&mut room, 25_000, 1, ClientMsg::EndLive { room: 7 });
+    let mut watched = room.drain_watch(25_000);
+    for (_, viewers) in &mut watched {
+        viewers.sort();
+    }
+    assert_eq!(
+        watched,
+        vec![
+            (1_000, vec![(20, 10_000), (30, 9_000), (40, 2_000)]),
+            (20_000, vec![(20, 5_000)]),
+        ]
+    );
+}
+
+#[test]
+fn a_room_loaded_while_live_continues_its_session() {
+    let words = Arc::new(WordFilter::new(Vec::<(String, WordAction)>::new()));
+    // Stored: the room has 100 likes over its lives, 30 of them in this session, peak 4.
+    let mut room = RoomCore::new(
+        7,
+        0,
+        Some(user(HOST)),
+        true,
+        100,
+        9,
+        RoomConfig::default(),
+        words,
+    )
+    .resume_session(5_000, 4, 30);
+    join(&mut room, 6_000, 2, 20, MemberRole::Viewer);
+    like(&mut room, 7_000, 2, 5);
+    assert_eq!(
+        (
+            room.session_started_at(),
+            room.session_peak(),
+            room.session_likes()
+        ),
+        (Some(5_000), 4, 35)
+    );
+    assert_eq!(room.likes(), 105);
+    let totals = room.take_totals().expect("something to store");
+    assert_eq!(
+        totals.sessions,
+        vec![SessionTotals {
+            started_at: 5_000,
+            likes: 5,
+            peak: 0
+        }],
+        "only the increment is stored; the peak was not raised"
+    );
+    let mut watched = room.drain_watch(9_000);
+    assert_eq!(watched.pop(), Some((5_000, vec![(20, 3_000)])));
+}
+
+#[test]
+fn a_duplicate_start_from_the_cluster_keeps_the_session() {
+    let mut r = room().with_sequencing(Sequencing::External);
+    let host = user(HOST);
+    r.apply_sequenced(
+        100,
+        1_000,
+        RoomEvent::LiveStarted { host: host.clone() },
+        Some(HOST),
+        true,
+    );
+    // Another node decided a start at the same time; it changes nothing and is not stored.
+    r.apply_sequenced(
+        101,
+        1_005,
+        RoomEvent::LiveStarted { host },
+        Some(HOST),
+        true,
+    );
+    let out = drain(&mut r);
+    let changes = out
+        .iter()
+        .filter(|o| matches!(o, Output::LiveChanged { .. }))
+        .count();
+    assert_eq!(changes, 1);
+    assert_eq!(r.session_started_at(), Some(1_000));
 }

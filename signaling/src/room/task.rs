@@ -53,19 +53,25 @@ pub enum RoomCommand {
     Media(Option<crate::protocol::RoomMedia>),
     /// An event of another part of the node (commerce), to number and deliver.
     Announce(crate::protocol::RoomEvent),
-    /// The counters now: viewers, peak, likes (for dashboards).
+    /// The counters now: viewers, and the current (or last) live session's peak and likes
+    /// (for dashboards).
     Counts(tokio::sync::oneshot::Sender<LiveCounts>),
     /// Save the totals and stop (graceful shutdown).
     Shutdown,
 }
 
-/// A loaded room's counters.
+/// A loaded room's counters for dashboards: whether it is live, the viewers now, and the peak
+/// and likes of its current (or last) live session as this node sees them — not the room's
+/// totals over all its lives, which its `stats` frames carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveCounts {
     pub live: bool,
     pub viewers: u32,
     pub peak: u32,
     pub likes: u64,
+    /// Which session `peak` and `likes` are of (its `started_at`); none when this node has not
+    /// seen the room live since it loaded it.
+    pub session: Option<i64>,
 }
 
 struct Slot {
@@ -170,6 +176,15 @@ pub async fn run(
         deps.config.clone(),
         deps.words.clone(),
     );
+    if record.status == "live" {
+        // Loaded while live: the live session continues with its stored numbers. A live room
+        // always has a start (`set_live`); the load time stands in should one be missing.
+        core = core.resume_session(
+            record.started_at.unwrap_or(now),
+            u32::try_from(record.session_peak.unwrap_or_default()).unwrap_or_default(),
+            u64::try_from(record.session_likes.unwrap_or_default()).unwrap_or_default(),
+        );
+    }
     // With several nodes, the cluster numbers the events and every node applies them.
     let (cluster, mut events, mut likes) = if deps.bus.is_distributed() {
         core = core.with_sequencing(Sequencing::External);
@@ -180,7 +195,6 @@ pub async fn run(
     };
     let mut ticks = 0u64;
     let mut watch_saved = tokio::time::Instant::now();
-    let mut likes_saved = 0u64;
     let mut slots: HashMap<ConnId, Slot> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -207,7 +221,13 @@ pub async fn run(
                     RoomCommand::Media(media) => core.handle(now, Input::Media(media)),
                     RoomCommand::Announce(event) => core.handle(now, Input::Announce(event)),
                     RoomCommand::Counts(reply) => {
-                        let _ = reply.send(LiveCounts { live: core.is_live(), viewers: core.viewers(), peak: core.peak(), likes: core.likes() });
+                        let _ = reply.send(LiveCounts {
+                            live: core.is_live(),
+                            viewers: core.viewers(),
+                            peak: core.session_peak(),
+                            likes: core.session_likes(),
+                            session: core.session_started_at(),
+                        });
                     }
                     RoomCommand::Shutdown => break,
                 }
@@ -241,7 +261,7 @@ pub async fn run(
                     sync_counters(&mut core, cluster, &record, &deps, ticks).await;
                 }
                 if ticks.is_multiple_of(100) {
-                    save_totals(&core, &record, &deps, &mut likes_saved).await;
+                    save_totals(&mut core, &record, &deps).await;
                 }
                 if watch_saved.elapsed() >= Duration::from_millis(WATCH_SAVE_MS as u64) {
                     watch_saved = tokio::time::Instant::now();
@@ -272,17 +292,17 @@ pub async fn run(
             }
         }
     }
-    save_totals(&core, &record, &deps, &mut likes_saved).await;
+    save_totals(&mut core, &record, &deps).await;
     save_watch(&mut core, &record, &deps, deps.clock.now_millis());
 }
 
 /// Hands the watch time accrued since the last call to the batch writer (every 5 s, at the end
 /// of a live, and when the room unloads).
 fn save_watch(core: &mut RoomCore, record: &RoomRecord, deps: &RoomDeps, now: i64) {
-    let viewers = core.drain_watch(now);
-    if !viewers.is_empty() {
+    for (session, viewers) in core.drain_watch(now) {
         let _ = deps.chat.send(ChatWrite::Watched {
             room: record.id,
+            session,
             at: now,
             viewers,
         });
@@ -294,14 +314,17 @@ fn encode(msg: &ServerMsg) -> axum::extract::ws::Utf8Bytes {
     axum::extract::ws::Utf8Bytes::from(serde_json::to_string(msg).unwrap_or_default())
 }
 
-/// Adds the likes taken here since the last save to the stored total (an increment, so two
-/// incarnations of a room, or several nodes, never overwrite each other), and raises the stored
-/// peak. Every 10 s and when the room unloads.
-async fn save_totals(core: &RoomCore, record: &RoomRecord, deps: &RoomDeps, likes_saved: &mut u64) {
-    let delta = core.likes_taken_here() - *likes_saved;
-    match deps.store.add_totals(record.id, core.peak(), delta).await {
-        Ok(()) => *likes_saved += delta,
-        Err(e) => tracing::warn!(room = record.id, error = %e, "could not save room totals"),
+/// Adds the likes taken here since the last save to the stored totals of the room and of the
+/// live sessions they were taken in (increments, so two incarnations of a room, or several
+/// nodes, never overwrite each other), and raises the stored peaks. Every 10 s, at the end of
+/// a live and when the room unloads; what fails to store is kept for the next save.
+async fn save_totals(core: &mut RoomCore, record: &RoomRecord, deps: &RoomDeps) {
+    let Some(totals) = core.take_totals() else {
+        return;
+    };
+    if let Err(e) = deps.store.add_totals(record.id, &totals).await {
+        tracing::warn!(room = record.id, error = %e, "could not save room totals");
+        core.restore_totals(totals);
     }
 }
 
@@ -414,12 +437,15 @@ async fn flush(
                     core.apply_locally_during_outage(wire.proposal);
                 }
             }
-            Output::LiveChanged { live, peak, .. } => {
-                if !live {
-                    // The report of the live that just ended needs its watch time.
-                    save_watch(core, record, deps, now);
-                }
-                if let Err(e) = deps.store.set_live(record.id, live, peak, now).await {
+            Output::SessionEnded { .. } => {
+                // The report of the live that just ended needs its watch time and totals from
+                // every node; on the node that ended it, they are stored (or queued, for watch
+                // time) before the room is marked ended.
+                save_watch(core, record, deps, now);
+                save_totals(core, record, deps).await;
+            }
+            Output::LiveChanged { live, at, peak, .. } => {
+                if let Err(e) = deps.store.set_live(record.id, live, peak, at).await {
                     tracing::error!(room = record.id, error = %e, "could not store the live status");
                 }
             }

@@ -87,6 +87,26 @@ const routes: RouteRecordRaw[] = [
     meta: { role: 'trainee', shell: true, title: t.shop.title },
   },
   {
+    path: '/mall',
+    name: 'mall',
+    component: () => import('./pages/mall/MallPage.vue'),
+    meta: { shell: true, title: t.mall.title },
+  },
+  {
+    path: '/mall/shops/:id(\\d+)',
+    name: 'storefront',
+    component: () => import('./pages/mall/StorefrontPage.vue'),
+    props: true,
+    meta: { shell: true, title: t.mall.title },
+  },
+  {
+    path: '/mall/products/:id(\\d+)',
+    name: 'mall-product',
+    component: () => import('./pages/mall/ProductPage.vue'),
+    props: true,
+    meta: { shell: true, title: t.mall.product.title },
+  },
+  {
     path: '/scripts',
     name: 'live-scripts',
     component: () => import('./pages/scripts/LiveScriptPage.vue'),

@@ -25,6 +25,19 @@ export interface ShopView {
   /** Whether the caller owns it. */
   mine: boolean
   created_at: number
+  /** Listed products the caller can see (0 for buyers while the shop is closed). */
+  listed_products: number
+  /** Up to 3 of them, newest first: the shop's card in the mall. */
+  preview: ShopPreview[]
+}
+
+/** A listed product on a shop's card in the mall. */
+export interface ShopPreview {
+  product_id: number
+  title: string
+  image: string | null
+  /** The lowest price of its SKUs. */
+  price_cents: number
 }
 
 export interface CreateShop {
@@ -92,7 +105,7 @@ export interface UpdateProduct {
   status?: 'listed' | 'delisted'
 }
 
-export type StockReason = 'adjust' | 'order' | 'cancel' | 'refund' | 'flash_sale' | 'flash_sale_return'
+export type StockReason = 'adjust' | 'order' | 'cancel' | 'refund' | 'return' | 'flash_sale' | 'flash_sale_return'
 
 export interface StockChange {
   id: number
@@ -113,6 +126,9 @@ export type OrderStatus =
   | 'completed'
   | 'cancelled'
   | 'refund_requested'
+  | 'return_requested'
+  | 'return_approved'
+  | 'return_shipped'
   | 'refunded'
 
 export const ORDER_STATUSES: readonly OrderStatus[] = [
@@ -121,16 +137,33 @@ export const ORDER_STATUSES: readonly OrderStatus[] = [
   'shipped',
   'completed',
   'refund_requested',
+  'return_requested',
+  'return_approved',
+  'return_shipped',
   'refunded',
   'cancelled',
 ] as const
 
-export type OrderAction = 'pay' | 'cancel' | 'ship' | 'confirm' | 'refund' | 'approve-refund' | 'reject-refund'
+export type OrderAction =
+  | 'pay'
+  | 'cancel'
+  | 'ship'
+  | 'confirm'
+  | 'refund'
+  | 'approve-refund'
+  | 'reject-refund'
+  | 'return'
+  | 'approve-return'
+  | 'reject-return'
+  | 'ship-return'
+  | 'confirm-return'
+  | 'withdraw'
 
 export interface OrderEventView {
   from_status: OrderStatus | null
   to_status: OrderStatus
-  /** place | pay | cancel | expire | ship | confirm_receipt | request_refund | approve_refund | reject_refund */
+  /** place | pay | cancel | expire | ship | confirm_receipt | request_refund | approve_refund | reject_refund |
+   *  request_return | approve_return | reject_return | ship_return | confirm_return | withdraw */
   action: string
   actor_id: number | null
   note: string
@@ -157,6 +190,8 @@ export interface OrderView {
   coupon_claim_id: number | null
   tracking_no: string | null
   refund_reason: string | null
+  /** The tracking number of the goods the buyer sent back (退货运单号). */
+  return_tracking_no: string | null
   address: string
   /** Unpaid orders are cancelled at this time. */
   pay_deadline: number
@@ -360,6 +395,9 @@ export const commerceApi = {
 
   // Shops
   myShop: () => request<ShopView>('GET', `${V1}/shops/mine`),
+  /** The mall: the shops of the classes in the caller's scope (optionally one class). */
+  shops: (classId?: number) => request<ShopView[]>('GET', `${V1}/shops`, { query: { class_id: classId } }),
+  shop: (id: Id) => request<ShopView>('GET', `${V1}/shops/${seg(id)}`),
   createShop: (body: CreateShop) => request<ShopView>('POST', `${V1}/shops`, { body }),
   updateShop: (id: Id, body: UpdateShop) => request<ShopView>('PATCH', `${V1}/shops/${seg(id)}`, { body }),
   products: (shop: Id) => request<ProductView[]>('GET', `${V1}/shops/${seg(shop)}/products`),
@@ -380,8 +418,13 @@ export const commerceApi = {
   order: (id: Id) => request<OrderView>('GET', `${V1}/orders/${seg(id)}`),
   placeOrder: (body: PlaceOrder, key: string) =>
     request<OrderView>('POST', `${V1}/orders`, { body, headers: { 'Idempotency-Key': key } }),
-  orderAction: (id: Id, action: OrderAction, reason?: string) =>
-    request<OrderView>('POST', `${V1}/orders/${seg(id)}/${action}`, reason ? { body: { reason } } : {}),
+  /** `trackingNo` only for `ship-return` (without one the server makes a simulated number). */
+  orderAction: (id: Id, action: OrderAction, reason?: string, trackingNo?: string) => {
+    const body: { reason?: string; tracking_no?: string } = {}
+    if (reason) body.reason = reason
+    if (trackingNo) body.tracking_no = trackingNo
+    return request<OrderView>('POST', `${V1}/orders/${seg(id)}/${action}`, Object.keys(body).length ? { body } : {})
+  },
 
   // Room tools
   roomCommerce: (room: Id) => request<RoomCommerce>('GET', `${V1}/rooms/${seg(room)}/commerce`),

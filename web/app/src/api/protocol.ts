@@ -111,7 +111,7 @@ watch_minutes: number | null, draws_at: number, commitment: string, };
 /**
  * What the selling tools announce in a room.
  */
-export type CommerceEvent = { "kind": "product_pinned", product: ProductCard, } | { "kind": "product_unpinned", product: number, } | { "kind": "flash_sale_started", sale: FlashSaleCard, } | { "kind": "flash_sale_stock", sale: number, remaining: number, } | { "kind": "flash_sale_ended", sale: number, sold: number, } | { "kind": "coupon_offered", coupon: CouponCard, } | { "kind": "red_packet_sent", packet: RedPacketCard, } | { "kind": "red_packet_finished", packet: number, grabbed: number, returned_cents: number, } | { "kind": "lucky_bag_launched", bag: LuckyBagCard, } | { "kind": "lucky_bag_drawn", bag: number, 
+export type CommerceEvent = { "kind": "product_pinned", product: ProductCard, } | { "kind": "product_unpinned", product: number, } | { "kind": "product_updated", product: ProductCard, } | { "kind": "flash_sale_started", sale: FlashSaleCard, } | { "kind": "flash_sale_stock", sale: number, remaining: number, } | { "kind": "flash_sale_ended", sale: number, sold: number, } | { "kind": "coupon_offered", coupon: CouponCard, } | { "kind": "red_packet_sent", packet: RedPacketCard, } | { "kind": "red_packet_finished", packet: number, grabbed: number, returned_cents: number, } | { "kind": "lucky_bag_launched", bag: LuckyBagCard, } | { "kind": "lucky_bag_drawn", bag: number, 
 /**
  * The seed, hex; SHA-256 of its bytes is the launch's commitment.
  */

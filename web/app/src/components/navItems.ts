@@ -16,6 +16,7 @@ export type IconName =
   | 'user'
   | 'live'
   | 'shop'
+  | 'mall'
   | 'order'
   | 'book'
   | 'exam'
@@ -43,6 +44,7 @@ export function navFor(role: Role | null): NavItem[] {
   ]
   if (role === 'trainee') {
     items.push(
+      { key: 'mall', label: t.mall.nav, to: '/mall', icon: 'mall' },
       { key: 'shop', label: t.nav.trainee.shop, to: '/shop', icon: 'shop' },
       { key: 'scripts', label: t.nav.trainee.scripts, to: '/scripts', icon: 'task' },
       { key: 'orders', label: t.nav.trainee.orders, to: '/orders', icon: 'order' },

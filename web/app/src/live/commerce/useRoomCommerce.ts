@@ -306,6 +306,14 @@ export function useRoomCommerce(live: LiveRoom, roomId: () => number) {
         else state.shelf.push({ product_id: ev.product.id, shop_id: ev.product.shop_id, title: ev.product.title, image: ev.product.image, price_cents: ev.product.price_cents, stock: ev.product.stock, pinned: true, videos: [] })
         break
       }
+      case 'product_updated': {
+        // Live price and stock (讲解中 card and cart): the server's card is exact.
+        const { title, image, price_cents, stock } = ev.product
+        const item = state.shelf.find((x) => x.product_id === ev.product.id)
+        if (item) Object.assign(item, { title, image, price_cents, stock })
+        if (state.pinned?.id === ev.product.id) state.pinned = { ...ev.product }
+        break
+      }
       case 'product_unpinned':
         if (state.pinned?.id === ev.product) state.pinned = null
         for (const s of state.shelf) if (s.product_id === ev.product) s.pinned = false

@@ -9,9 +9,14 @@ export function actionsFor(side: OrderSide, status: OrderStatus): OrderAction[] 
       case 'paid':
         return ['refund']
       case 'shipped':
-        return ['confirm', 'refund']
+        return ['confirm', 'return', 'refund']
       case 'completed':
-        return ['refund']
+        return ['return', 'refund']
+      case 'refund_requested':
+      case 'return_requested':
+        return ['withdraw']
+      case 'return_approved':
+        return ['ship-return', 'withdraw']
       default:
         return []
     }
@@ -23,20 +28,32 @@ export function actionsFor(side: OrderSide, status: OrderStatus): OrderAction[] 
       return ['ship']
     case 'refund_requested':
       return ['approve-refund', 'reject-refund']
+    case 'return_requested':
+      return ['approve-return', 'reject-return']
+    case 'return_shipped':
+      return ['confirm-return']
     default:
       return []
   }
 }
 
 /** The main action of the list (drawn as the primary button). */
-export const PRIMARY: readonly OrderAction[] = ['pay', 'ship', 'confirm', 'approve-refund']
+export const PRIMARY: readonly OrderAction[] = ['pay', 'ship', 'confirm', 'approve-refund', 'approve-return', 'ship-return', 'confirm-return']
 
-/** Actions that take a reason: required for a refund request, optional for a rejection. */
-export const WITH_REASON: readonly OrderAction[] = ['refund', 'reject-refund']
+/** Actions that take a reason: required for a refund or return request, optional otherwise
+ *  (for `approve-return` it carries the merchant's return address). */
+export const WITH_REASON: readonly OrderAction[] = ['refund', 'reject-refund', 'return', 'approve-return', 'reject-return']
+
+/** Actions whose reason is required. */
+export const REASON_REQUIRED: readonly OrderAction[] = ['refund', 'return']
+
+/** Actions after which the wallet balance has changed. */
+export const MOVES_MONEY: readonly OrderAction[] = ['pay', 'confirm', 'approve-refund', 'confirm-return']
 
 export function statusBadge(status: OrderStatus): string {
   switch (status) {
     case 'pending_payment':
+    case 'return_approved':
       return 'badge-warning'
     case 'paid':
     case 'shipped':
@@ -44,6 +61,8 @@ export function statusBadge(status: OrderStatus): string {
     case 'completed':
       return 'badge-success'
     case 'refund_requested':
+    case 'return_requested':
+    case 'return_shipped':
       return 'badge-danger'
     default:
       return ''
