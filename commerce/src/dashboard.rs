@@ -27,6 +27,9 @@ use crate::{Commerce, LiveCounts};
 /// Orders that count as sold: paid and not refunded (a pending refund or return still counts).
 pub(crate) const SOLD: &str = "('paid', 'shipped', 'completed', 'refund_requested', 'return_requested', 'return_approved', 'return_shipped')";
 
+/// A report that could not be written is retried for this long after its live ended (the scan
+/// stays bounded by recent lives instead of growing with every live ever held).
+const REPORT_RETRY_MS: i64 = 7 * 86_400_000;
 /// A report is built this long after a live ends, so the last watch time and chat are stored.
 const REPORT_DELAY_MS: i64 = 3_000;
 
@@ -689,11 +692,12 @@ pub(crate) async fn write_reports(commerce: &Commerce, now: i64) -> anyhow::Resu
     let state = &commerce.app;
     let rows = sqlx::query(
         "SELECT s.room_id, r.class_id, r.host_id, s.started_at, s.ended_at FROM live_sessions s \
-         JOIN rooms r ON r.id = s.room_id WHERE s.ended_at IS NOT NULL AND s.ended_at <= $1 AND NOT EXISTS \
+         JOIN rooms r ON r.id = s.room_id WHERE s.ended_at > $2 AND s.ended_at <= $1 AND NOT EXISTS \
          (SELECT 1 FROM live_reports l WHERE l.room_id = s.room_id AND l.started_at = s.started_at) \
          ORDER BY s.ended_at LIMIT 20",
     )
     .bind(now - REPORT_DELAY_MS)
+    .bind(now - REPORT_RETRY_MS)
     .fetch_all(state.db.pool())
     .await?;
     let mut written = 0;

@@ -707,7 +707,13 @@ pub(crate) fn start_writer(
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
         while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-            let results = commit_group(&db, &*gate, &batch).await;
+            let results = crate::group_commit::surviving_panics(
+                "flash-sale orders",
+                batch.len(),
+                commit_group(&db, &*gate, &batch),
+                || WriteError::Api(ApiError::new(ErrorCode::Unavailable)),
+            )
+            .await;
             let mut committed: Vec<(i64, SaleHold)> = Vec::new();
             for (write, result) in batch.drain(..).zip(results) {
                 if result.is_ok() && gate.tracks_holds() {

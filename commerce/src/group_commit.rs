@@ -2,10 +2,37 @@
 //! grabs put whatever is waiting into one transaction (one fsync on SQLite for a whole burst),
 //! and give each write a savepoint of its own, so one refused write does not fail the others.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
 use foundation::db::{Backend, Db};
+use futures::FutureExt;
 use sqlx::{Any, Transaction};
 
 use crate::gate::GateError;
+
+/// Runs one group commit of `n` writes so that a panic inside it (a bug) fails only that group:
+/// its transaction is dropped (rolled back), each of its writes is answered `failed()`, and the
+/// writer goes on with the next group instead of dying and leaving every later attempt
+/// unanswered. What those writes reserved in a gate comes back as for any failed write.
+pub(crate) async fn surviving_panics<T, E>(
+    writer: &'static str,
+    n: usize,
+    group: impl Future<Output = Vec<Result<T, E>>>,
+    failed: impl Fn() -> E,
+) -> Vec<Result<T, E>> {
+    match AssertUnwindSafe(group).catch_unwind().await {
+        Ok(results) => results,
+        Err(_) => {
+            tracing::error!(
+                writer,
+                writes = n,
+                "a group commit panicked; its writes failed"
+            );
+            (0..n).map(|_| Err(failed())).collect()
+        }
+    }
+}
 
 /// Why a transaction could not be fenced (its rows locked, its writes' holds checked): the
 /// transaction is dropped and every write of the group answered unavailable.
@@ -116,4 +143,29 @@ where
         return failed(&e);
     }
     results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_group_fails_only_its_writes() {
+        let ok = surviving_panics(
+            "test",
+            2,
+            async { vec![Ok::<u8, &str>(1), Err("refused")] },
+            || "failed",
+        )
+        .await;
+        assert_eq!(ok, vec![Ok(1), Err("refused")]);
+        let group = async {
+            if ok.len() == 2 {
+                panic!("a bug in the group commit");
+            }
+            Vec::new()
+        };
+        let failed = surviving_panics("test", 3, group, || "failed").await;
+        assert_eq!(failed, vec![Err::<u8, &str>("failed"); 3]);
+    }
 }

@@ -170,19 +170,58 @@ impl Commerce {
         commerce
     }
 
-    /// Runs one sweep at `now` (the sweeper's step; tests call it with a manual clock).
+    /// Runs one sweep at `now` (the sweeper's step; tests call it with a manual clock). Each
+    /// step runs whatever the others did: one that fails (a database hiccup, one bad row) is
+    /// logged and retried at the next sweep, and does not hold the others up.
     pub async fn sweep(&self, now: i64) -> anyhow::Result<()> {
-        orders::expire_unpaid(self, now).await?;
-        orders::act_on_deadlines(self, now).await?;
-        flash_sales::close_finished(self, now).await?;
-        red_packets::expire(self, now).await?;
-        lucky_bags::draw_due(self, now).await?;
-        dashboard::write_reports(self, now).await?;
-        bots::resume(self, now).await?;
-        // Redis gates: reservations and grabs whose node died before writing them.
-        flash_sales::reclaim_abandoned(self, now).await?;
-        red_packets::reclaim_abandoned(self, now).await?;
-        Ok(())
+        let steps = [
+            (
+                "expire unpaid orders",
+                orders::expire_unpaid(self, now).await.map(drop),
+            ),
+            (
+                "order deadlines",
+                orders::act_on_deadlines(self, now).await.map(drop),
+            ),
+            (
+                "close flash sales",
+                flash_sales::close_finished(self, now).await.map(drop),
+            ),
+            (
+                "expire red packets",
+                red_packets::expire(self, now).await.map(drop),
+            ),
+            (
+                "draw lucky bags",
+                lucky_bags::draw_due(self, now).await.map(drop),
+            ),
+            (
+                "live reports",
+                dashboard::write_reports(self, now).await.map(drop),
+            ),
+            ("resume buyer bots", bots::resume(self, now).await.map(drop)),
+            // Redis gates: reservations and grabs whose node died before writing them.
+            (
+                "reclaim flash-sale holds",
+                flash_sales::reclaim_abandoned(self, now).await.map(drop),
+            ),
+            (
+                "reclaim red-packet holds",
+                red_packets::reclaim_abandoned(self, now).await.map(drop),
+            ),
+        ];
+        let mut failed = Vec::new();
+        for (step, result) in steps {
+            if let Err(e) = result {
+                tracing::warn!(step, error = %e, "commerce sweep step failed; retrying next sweep");
+                failed.push(step);
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("sweep steps failed: {}", failed.join(", ")))
+        }
     }
 
     /// Graceful shutdown: this node's buyer bots leave their rooms (their crowds stay on, to be
@@ -310,9 +349,8 @@ async fn sweep_forever(commerce: Commerce) {
             break;
         }
         let now = commerce.app.clock.now_millis();
-        if let Err(e) = commerce.sweep(now).await {
-            tracing::warn!(error = %e, "commerce sweep failed; retrying");
-        }
+        // Each failed step was logged with its error.
+        let _ = commerce.sweep(now).await;
     }
 }
 

@@ -700,7 +700,13 @@ pub(crate) fn start_grab_writer(
             // Packet rows are locked in id order, so two nodes' groups do not deadlock on them
             // (each grab answers through its own channel, so the order is free).
             batch.sort_by_key(|w| (w.meta.id, w.hold.user));
-            let results = commit_grabs(&db, &*gate, &batch).await;
+            let results = crate::group_commit::surviving_panics(
+                "red-packet grabs",
+                batch.len(),
+                commit_grabs(&db, &*gate, &batch),
+                || GrabError::Api(ApiError::new(ErrorCode::Unavailable)),
+            )
+            .await;
             let mut written: Vec<(i64, GrabHold)> = Vec::new();
             for (write, result) in batch.drain(..).zip(results) {
                 if result.is_ok() && gate.tracks_holds() {

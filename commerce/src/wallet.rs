@@ -69,7 +69,8 @@ pub async fn ensure(
 
 /// Adds `delta` (negative: takes) to `account`'s balance; refuses to go below zero, except
 /// for a refund clawback, which may leave the merchant owing (the buyer's refund never waits on
-/// the merchant's balance; an account in debt can spend nothing until income covers it).
+/// the merchant's balance; an account in debt can spend nothing until income covers it, and
+/// always receives).
 pub async fn apply(
     tx: &mut Transaction<'_, Any>,
     account: i64,
@@ -82,7 +83,7 @@ pub async fn apply(
     let may_owe = reason == Reason::RefundClawback;
     let row = sqlx::query(
         "UPDATE wallets SET balance_cents = balance_cents + $1, updated_at = $2 \
-         WHERE account_id = $3 AND ($4 = 1 OR balance_cents + $1 >= 0) RETURNING balance_cents",
+         WHERE account_id = $3 AND ($4 = 1 OR $1 >= 0 OR balance_cents + $1 >= 0) RETURNING balance_cents",
     )
     .bind(delta)
     .bind(now)

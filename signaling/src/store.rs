@@ -197,6 +197,15 @@ impl RoomStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            // A session a crash left open ended, at the latest, when this one starts: it gets
+            // its report instead of swallowing this live's numbers when this one ends.
+            sqlx::query(
+                "UPDATE live_sessions SET ended_at = $1 WHERE room_id = $2 AND ended_at IS NULL AND started_at < $1",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "INSERT INTO live_sessions (room_id, started_at) VALUES ($1, $2) \
                  ON CONFLICT (room_id, started_at) DO NOTHING",
@@ -216,7 +225,7 @@ impl RoomStore {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "UPDATE live_sessions SET ended_at = $1 WHERE room_id = $2 AND ended_at IS NULL",
+                "UPDATE live_sessions SET ended_at = $1 WHERE room_id = $2 AND ended_at IS NULL AND started_at <= $1",
             )
             .bind(at)
             .bind(id)

@@ -19,6 +19,8 @@ CREATE TABLE live_sessions (
     likes BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (room_id, started_at)
 );
+-- The sweeper looks for recently ended sessions without a report (commerce::dashboard).
+CREATE INDEX live_sessions_ended ON live_sessions(ended_at);
 
 -- Watch time per viewer and session, stored as increments like `room_viewers` (several nodes
 -- and reloads of a room add up). No foreign key to `live_sessions`: a node's watch batch may
