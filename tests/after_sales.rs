@@ -38,6 +38,22 @@ async fn act(app: &TestApp, token: &str, id: i64, action: &str, body: Value) -> 
     order
 }
 
+/// Sends `action` on order `id` and checks it is refused with `status` and `code`; returns the
+/// error body.
+async fn refused(
+    app: &TestApp,
+    token: &str,
+    id: i64,
+    action: &str,
+    body: Value,
+    status: u16,
+    code: &str,
+) -> Value {
+    let (got, answer) = post(app, token, &format!("/api/v1/orders/{id}/{action}"), body).await;
+    assert_error(got, &answer, status, code);
+    answer
+}
+
 fn actions(order: &Value) -> Vec<&str> {
     order["events"]
         .as_array()
@@ -62,25 +78,42 @@ async fn a_return_refunds_exactly_and_restocks(backend: Backend) {
     assert_eq!(sku_stock(&app, &buyer, shop.product_id, sku).await, 8);
 
     // A return needs a reason, and only the buyer asks for one.
-    let path = format!("/api/v1/orders/{id}/return");
-    let (status, body) = post(&app, &buyer, &path, json!({})).await;
-    assert_error(status, &body, 400, "validation_failed");
-    let (status, body) = post(&app, &host, &path, json!({"reason": "尺码不合适"})).await;
-    assert_error(status, &body, 403, "forbidden");
+    refused(
+        &app,
+        &buyer,
+        id,
+        "return",
+        json!({}),
+        400,
+        "validation_failed",
+    )
+    .await;
+    refused(
+        &app,
+        &host,
+        id,
+        "return",
+        json!({"reason": "尺码不合适"}),
+        403,
+        "forbidden",
+    )
+    .await;
     let asked = act(&app, &buyer, id, "return", json!({"reason": "包装破损"})).await;
     assert_eq!(asked["status"], "return_requested");
     assert_eq!(asked["refund_reason"], "包装破损");
 
     // Out of order: nothing is confirmed or shipped back before the merchant agrees.
     for (token, action) in [(&host, "confirm-return"), (&buyer, "ship-return")] {
-        let (status, body) = post(
+        refused(
             &app,
             token,
-            &format!("/api/v1/orders/{id}/{action}"),
+            id,
+            action,
             json!({}),
+            409,
+            "invalid_transition",
         )
         .await;
-        assert_error(status, &body, 409, "invalid_transition");
     }
     let approved = act(
         &app,
@@ -93,17 +126,26 @@ async fn a_return_refunds_exactly_and_restocks(backend: Backend) {
     assert_eq!(approved["status"], "return_approved");
 
     // The buyer's tracking number is checked, and only `ship-return` takes one.
-    let ship_back = format!("/api/v1/orders/{id}/ship-return");
-    let (status, body) = post(&app, &buyer, &ship_back, json!({"tracking_no": "ab"})).await;
-    assert_error(status, &body, 400, "validation_failed");
-    let (status, body) = post(
+    refused(
         &app,
         &buyer,
-        &format!("/api/v1/orders/{id}/withdraw"),
-        json!({"tracking_no": "SF1234567890"}),
+        id,
+        "ship-return",
+        json!({"tracking_no": "ab"}),
+        400,
+        "validation_failed",
     )
     .await;
-    assert_error(status, &body, 400, "validation_failed");
+    refused(
+        &app,
+        &buyer,
+        id,
+        "withdraw",
+        json!({"tracking_no": "SF1234567890"}),
+        400,
+        "validation_failed",
+    )
+    .await;
     let sent = act(
         &app,
         &buyer,
@@ -115,22 +157,26 @@ async fn a_return_refunds_exactly_and_restocks(backend: Backend) {
     assert_eq!(sent["status"], "return_shipped");
     assert_eq!(sent["return_tracking_no"], "SF1234567890");
     // Goods on their way back: the request can no longer be withdrawn or rejected.
-    let (status, body) = post(
+    refused(
         &app,
         &buyer,
-        &format!("/api/v1/orders/{id}/withdraw"),
+        id,
+        "withdraw",
         json!({}),
+        409,
+        "invalid_transition",
     )
     .await;
-    assert_error(status, &body, 409, "invalid_transition");
-    let (status, body) = post(
+    refused(
         &app,
         &host,
-        &format!("/api/v1/orders/{id}/reject-return"),
+        id,
+        "reject-return",
         json!({}),
+        409,
+        "invalid_transition",
     )
     .await;
-    assert_error(status, &body, 409, "invalid_transition");
     // Nothing moved yet.
     assert_eq!(balance(&app, &buyer).await, buyer_before - 7980);
     assert_eq!(sku_stock(&app, &buyer, shop.product_id, sku).await, 8);
@@ -162,8 +208,16 @@ async fn a_return_refunds_exactly_and_restocks(backend: Backend) {
     assert_eq!(history[0]["delta"], 2);
     assert_eq!(history[0]["ref_id"], id);
     // Refunded is final.
-    let (status, body) = post(&app, &buyer, &path, json!({"reason": "再退一次"})).await;
-    assert_error(status, &body, 409, "invalid_transition");
+    refused(
+        &app,
+        &buyer,
+        id,
+        "return",
+        json!({"reason": "再退一次"}),
+        409,
+        "invalid_transition",
+    )
+    .await;
     // The ledgers still explain the balances.
     for token in [&host, &buyer] {
         let (_, wallet) = app.get(token, "/api/v1/wallet").await;
@@ -187,14 +241,16 @@ async fn rejected_and_withdrawn_requests_go_back(backend: Backend) {
     // A return the merchant rejects: back to shipped, and it can be asked for again.
     let id = shipped_order(&app, &buyer, &host, sku, 1).await;
     act(&app, &buyer, id, "return", json!({"reason": "不喜欢"})).await;
-    let (status, body) = post(
+    refused(
         &app,
         &buyer,
-        &format!("/api/v1/orders/{id}/reject-return"),
+        id,
+        "reject-return",
         json!({}),
+        403,
+        "forbidden",
     )
     .await;
-    assert_error(status, &body, 403, "forbidden");
     let back = act(
         &app,
         &host,
@@ -207,14 +263,7 @@ async fn rejected_and_withdrawn_requests_go_back(backend: Backend) {
     // Asked again, approved, then withdrawn by the buyer: back to shipped, and confirmed.
     act(&app, &buyer, id, "return", json!({"reason": "还是想退"})).await;
     act(&app, &host, id, "approve-return", json!({})).await;
-    let (status, body) = post(
-        &app,
-        &host,
-        &format!("/api/v1/orders/{id}/withdraw"),
-        json!({}),
-    )
-    .await;
-    assert_error(status, &body, 403, "forbidden");
+    refused(&app, &host, id, "withdraw", json!({}), 403, "forbidden").await;
     let withdrawn = act(&app, &buyer, id, "withdraw", json!({})).await;
     assert_eq!(withdrawn["status"], "shipped");
     let done = act(&app, &buyer, id, "confirm", json!({})).await;
@@ -245,14 +294,16 @@ async fn rejected_and_withdrawn_requests_go_back(backend: Backend) {
     .await;
     let paid = order["id"].as_i64().expect("order id");
     act(&app, &buyer, paid, "pay", json!({})).await;
-    let (status, body) = post(
+    refused(
         &app,
         &buyer,
-        &format!("/api/v1/orders/{paid}/return"),
+        paid,
+        "return",
         json!({"reason": "不想要了"}),
+        409,
+        "invalid_transition",
     )
     .await;
-    assert_error(status, &body, 409, "invalid_transition");
     act(&app, &buyer, paid, "refund", json!({"reason": "拍错了"})).await;
     let back = act(&app, &buyer, paid, "withdraw", json!({})).await;
     assert_eq!(back["status"], "paid");
@@ -454,14 +505,16 @@ async fn after_sale_windows_and_limits(backend: Backend) {
         act(&app, &buyer, id, kind, json!({"reason": "再看看"})).await;
         act(&app, &host, id, reject, json!({})).await;
     }
-    let (status, body) = post(
+    let body = refused(
         &app,
         &buyer,
-        &format!("/api/v1/orders/{id}/return"),
+        id,
+        "return",
         json!({"reason": "第四次"}),
+        409,
+        "invalid_transition",
     )
     .await;
-    assert_error(status, &body, 409, "invalid_transition");
     assert!(
         body["message"].as_str().is_some_and(|m| m.contains("3 次")),
         "{body}"
@@ -475,14 +528,16 @@ async fn after_sale_windows_and_limits(backend: Backend) {
     let (_, order) = app.get(&buyer, &format!("/api/v1/orders/{late}")).await;
     assert_eq!(order["status"], "completed");
     clock.advance_millis(120_000);
-    let (status, body) = post(
+    let body = refused(
         &app,
         &buyer,
-        &format!("/api/v1/orders/{late}/refund"),
+        late,
+        "refund",
         json!({"reason": "过期了"}),
+        409,
+        "invalid_transition",
     )
     .await;
-    assert_error(status, &body, 409, "invalid_transition");
     assert!(
         body["message"]
             .as_str()
