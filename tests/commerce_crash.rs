@@ -12,6 +12,8 @@
 //! with every acknowledged order kept, nobody over their limit and nobody refused for an order
 //! or a share they do not have.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -178,40 +180,7 @@ async fn killed_mid_sale_loses_no_acknowledged_order_and_never_oversells() {
     let http = reqwest::Client::new();
 
     let host = login(&http, &base, "trainee01").await;
-    let (_, classes) = call(
-        &http,
-        reqwest::Method::GET,
-        format!("{base}/api/v1/classes"),
-        &host,
-        Value::Null,
-    )
-    .await;
-    let (s, room) = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{base}/api/v1/rooms"),
-        &host,
-        json!({"class_id": classes[0]["id"], "kind": "live_commerce", "title": "断电演练"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{room}");
-    let (s, shop) = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{base}/api/v1/shops"),
-        &host,
-        json!({"name": "演练小店", "category": "食品"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{shop}");
-    let (s, product) = call(&http, reqwest::Method::POST, format!("{base}/api/v1/shops/{}/products", shop["id"]), &host,
-        json!({"title": "演练商品", "listed": true, "skus": [{"spec": "默认", "price_cents": 5000, "stock": 100}]})).await;
-    assert_eq!(s, 201, "{product}");
-    let (s, sale) = call(&http, reqwest::Method::POST, format!("{base}/api/v1/rooms/{}/flash-sales", room["id"]), &host,
-        json!({"sku_id": product["skus"][0]["id"], "price_cents": 990, "stock": STOCK, "per_user_limit": 1,
-               "starts_in_seconds": 0, "duration_seconds": 600})).await;
-    assert_eq!(s, 201, "{sale}");
-    let sale_id = sale["id"].as_i64().unwrap();
+    let (_, sale_id) = open_sale(&http, &base, &host, "断电演练", STOCK).await;
     let url = format!("{base}/api/v1/flash-sales/{sale_id}/orders");
 
     let mut tokens = Vec::with_capacity(BUYERS);
@@ -308,13 +277,51 @@ async fn killed_mid_sale_loses_no_acknowledged_order_and_never_oversells() {
     assert_eq!(view["sold"], STOCK);
 }
 
-fn postgres_admin_url() -> String {
-    std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+/// As trainee01 (`host`): a live-commerce room titled `title`, a shop with one product of 100
+/// units, and a flash sale of `stock` of them, limit one per buyer, open now. Returns (room id,
+/// sale id).
+async fn open_sale(
+    http: &reqwest::Client,
+    base: &str,
+    host: &str,
+    title: &str,
+    stock: i64,
+) -> (i64, i64) {
+    let (_, classes) = call(
+        http,
+        reqwest::Method::GET,
+        format!("{base}/api/v1/classes"),
+        host,
+        Value::Null,
+    )
+    .await;
+    let (s, room) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/rooms"),
+        host,
+        json!({"class_id": classes[0]["id"], "kind": "live_commerce", "title": title}),
+    )
+    .await;
+    assert_eq!(s, 201, "{room}");
+    let (s, shop) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/shops"),
+        host,
+        json!({"name": format!("{title}小店"), "category": "食品"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{shop}");
+    let (s, product) = call(http, reqwest::Method::POST, format!("{base}/api/v1/shops/{}/products", shop["id"]), host,
+        json!({"title": "演练商品", "listed": true, "skus": [{"spec": "默认", "price_cents": 5000, "stock": 100}]})).await;
+    assert_eq!(s, 201, "{product}");
+    let (s, sale) = call(http, reqwest::Method::POST, format!("{base}/api/v1/rooms/{}/flash-sales", room["id"]), host,
+        json!({"sku_id": product["skus"][0]["id"], "price_cents": 990, "stock": stock, "per_user_limit": 1,
+               "starts_in_seconds": 0, "duration_seconds": 600})).await;
+    assert_eq!(s, 201, "{sale}");
+    // The ids are numbers the server just answered with.
+    (room["id"].as_i64().unwrap(), sale["id"].as_i64().unwrap())
 }
 
 /// A fresh PostgreSQL database, dropped with this value.
@@ -325,22 +332,8 @@ struct PgDatabase {
 
 impl PgDatabase {
     async fn create() -> Self {
-        use sqlx::Connection;
-        sqlx::any::install_default_drivers();
-        let admin = postgres_admin_url();
-        let name = format!("livecamp_crash_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::AnyConnection::connect(&admin)
-            .await
-            .expect("PostgreSQL must run at TEST_POSTGRES_URL (make test starts it)");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-        Self {
-            url: format!("{base}/{name}"),
-            name,
-        }
+        let (url, name) = common::create_pg_database().await;
+        Self { name, url }
     }
 
     async fn connect(&self) -> sqlx::AnyConnection {
@@ -353,27 +346,7 @@ impl PgDatabase {
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        let (admin, name) = (postgres_admin_url(), self.name.clone());
-        // Drop cannot await: a runtime of its own, on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
+        common::drop_pg_database(self.name.clone());
     }
 }
 
@@ -423,7 +396,7 @@ async fn distributed_node_killed_between_gate_and_commit_gives_its_holds_back() 
     let (field_keys, lookup_key) = foundation::crypto::Keys::generate();
     let settings: Vec<(&'static str, String)> = vec![
         ("LIVECAMP_DATABASE_URL", db.url.clone()),
-        ("LIVECAMP_REDIS_URL", redis_url()),
+        ("LIVECAMP_REDIS_URL", common::redis_url()),
         (
             "LIVECAMP_REDIS_NAMESPACE",
             format!("crash-{}", uuid::Uuid::new_v4().simple()),
@@ -458,44 +431,11 @@ async fn distributed_node_killed_between_gate_and_commit_gives_its_holds_back() 
     let http = reqwest::Client::new();
 
     let host = login(&http, &a, "trainee01").await;
-    let (_, classes) = call(
-        &http,
-        reqwest::Method::GET,
-        format!("{a}/api/v1/classes"),
-        &host,
-        Value::Null,
-    )
-    .await;
-    let (s, room) = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{a}/api/v1/rooms"),
-        &host,
-        json!({"class_id": classes[0]["id"], "kind": "live_commerce", "title": "集群断电演练"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{room}");
-    let (s, shop) = call(
-        &http,
-        reqwest::Method::POST,
-        format!("{a}/api/v1/shops"),
-        &host,
-        json!({"name": "集群演练小店", "category": "食品"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{shop}");
-    let (s, product) = call(&http, reqwest::Method::POST, format!("{a}/api/v1/shops/{}/products", shop["id"]), &host,
-        json!({"title": "演练商品", "listed": true, "skus": [{"spec": "默认", "price_cents": 5000, "stock": 100}]})).await;
-    assert_eq!(s, 201, "{product}");
-    let (s, sale) = call(&http, reqwest::Method::POST, format!("{a}/api/v1/rooms/{}/flash-sales", room["id"]), &host,
-        json!({"sku_id": product["skus"][0]["id"], "price_cents": 990, "stock": D_STOCK, "per_user_limit": 1,
-               "starts_in_seconds": 0, "duration_seconds": 600})).await;
-    assert_eq!(s, 201, "{sale}");
-    let sale_id = sale["id"].as_i64().unwrap();
+    let (room, sale_id) = open_sale(&http, &a, &host, "集群断电演练", D_STOCK).await;
     let (s, packet) = call(
         &http,
         reqwest::Method::POST,
-        format!("{a}/api/v1/rooms/{}/red-packets", room["id"]),
+        format!("{a}/api/v1/rooms/{room}/red-packets"),
         &host,
         json!({"total_cents": PACKET_CENTS, "count": SHARES, "expires_in_seconds": 600}),
     )

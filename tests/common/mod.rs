@@ -61,8 +61,8 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
-/// A fresh PostgreSQL database; returns its URL and name.
-async fn create_pg_database() -> (String, String) {
+/// A fresh PostgreSQL database; returns its URL and name. [`drop_pg_database`] removes it.
+pub async fn create_pg_database() -> (String, String) {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
     let admin = postgres_admin_url();
@@ -185,32 +185,39 @@ pub async fn spawn_cluster(backend: Backend, nodes: usize, redis_url: &str) -> V
     apps
 }
 
+/// Drops a database made by [`create_pg_database`], waiting for it; usable from `Drop`, which
+/// cannot await (a runtime of its own, on a thread of its own). Failures are ignored: a left-over
+/// test database is harmless.
+pub fn drop_pg_database(name: String) {
+    let admin = postgres_admin_url();
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use sqlx::Connection;
+            if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
+        });
+    })
+    .join();
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(name) = self.pg_database.take() {
-            // Drop the database from a separate runtime: Drop cannot await.
-            let admin = postgres_admin_url();
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(rt) = rt {
-                    rt.block_on(async {
-                        use sqlx::Connection;
-                        if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin).await {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            )))
-                            .execute(&mut conn)
-                            .await;
-                        }
-                    });
-                }
-            })
-            .join();
+            drop_pg_database(name);
         }
     }
 }
