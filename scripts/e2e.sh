@@ -34,6 +34,10 @@ say "media: WHIP publish and WHEP play with a fake camera"
 (cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" \
   SCREENSHOT_DIR="$PWD/../../target/screenshots" node media.mjs) \
   || { tail -50 "$log"; die "media browser test failed"; }
+say "stage and proctoring: several publishers per room, simulcast layers"
+(cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" \
+  SCREENSHOT_DIR="$PWD/../../target/screenshots" node stage.mjs) \
+  || { tail -50 "$log"; die "stage browser test failed"; }
 say "commerce: shop, live-room selling tools, orders"
 (cd web/e2e && BASE_URL="http://127.0.0.1:$port" DEMO_PASSWORD="$password" \
   SCREENSHOT_DIR="$PWD/../../target/screenshots" node commerce.mjs) \

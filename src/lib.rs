@@ -39,6 +39,7 @@ impl Services {
         })
         .await?;
         tokio::spawn(media_access::announce(media.events(), hub.clone()));
+        tokio::spawn(media_access::end_stage_media(hub.clone(), media.clone()));
         let replays = media::Replays::start(state, media.events()).await?;
         let commerce = commerce::Commerce::start(
             state,

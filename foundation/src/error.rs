@@ -56,6 +56,7 @@ error_codes! {
     Unauthenticated => (UNAUTHORIZED, "unauthenticated", "请先登录"),
     InvalidCredentials => (UNAUTHORIZED, "invalid_credentials", "用户名或密码错误"),
     SessionEnded => (UNAUTHORIZED, "session_ended", "账号已在其他地方登录，或会话已过期，请重新登录"),
+    InvalidStreamKey => (UNAUTHORIZED, "invalid_stream_key", "推流密钥无效或已停用，请在直播间重新生成推流密钥"),
     // 403
     Forbidden => (FORBIDDEN, "forbidden", "没有权限执行此操作"),
     CsrfFailed => (FORBIDDEN, "csrf_failed", "请求校验失败，请刷新页面后重试"),

@@ -9,6 +9,7 @@ mod flash;
 mod hub;
 mod hub_cluster;
 mod hub_reconnect;
+mod janus;
 mod proc_stats;
 mod replay;
 mod sfu;
@@ -42,6 +43,9 @@ enum Command {
     /// One publisher (WHIP) to N subscribers (WHEP): forwarded packets per SFU CPU-second.
     #[command(name = "sfu-fanout")]
     Sfu(sfu::SfuArgs),
+    /// sfu-fanout against Janus's streaming plugin (plain RTP in, N viewers by its HTTP API).
+    #[command(name = "sfu-janus")]
+    SfuJanus(janus::JanusArgs),
     /// Players joining and leaving by the thousand: the SFU's RSS before and after.
     #[command(name = "sfu-churn")]
     Churn(sfu::ChurnArgs),
@@ -77,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             Command::Cluster(args) => hub_cluster::cluster(args).await,
             Command::Viewers(args) => hub_cluster::viewers(args).await,
             Command::Sfu(args) => sfu::sfu(args).await,
+            Command::SfuJanus(args) => janus::janus(args).await,
             Command::Commerce(args) => flash::run(args).await,
             Command::CommerceNaive(args) => flash::naive(args).await,
             Command::Churn(args) => sfu::churn(args).await,

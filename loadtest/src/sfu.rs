@@ -19,6 +19,8 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
 };
+use rtc::peer_connection::configuration::setting_engine::SettingEngine;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
@@ -59,16 +61,25 @@ pub struct SfuArgs {
 
 type Res<T> = anyhow::Result<T>;
 
-fn rtc_err(e: rtc::shared::error::Error) -> anyhow::Error {
+pub(crate) fn rtc_err(e: rtc::shared::error::Error) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
-fn new_pc() -> Res<RTCPeerConnection> {
+pub(crate) fn new_pc() -> Res<RTCPeerConnection> {
+    new_pc_with(None)
+}
+
+/// A connection with the default codecs and interceptors, and `settings` if given.
+pub(crate) fn new_pc_with(settings: Option<SettingEngine>) -> Res<RTCPeerConnection> {
     let mut engine = MediaEngine::default();
     engine.register_default_codecs().map_err(rtc_err)?;
     let registry = register_default_interceptors(Registry::new(), &mut engine).map_err(rtc_err)?;
-    RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+    let mut builder =
+        RTCPeerConnectionBuilder::new().with_configuration(RTCConfigurationBuilder::new().build());
+    if let Some(settings) = settings {
+        builder = builder.with_setting_engine(settings);
+    }
+    builder
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .build(Instant::now())
@@ -94,15 +105,8 @@ async fn new_player() -> Res<(Arc<UdpSocket>, SocketAddr, RTCPeerConnection)> {
     Ok((socket, local, pc))
 }
 
-/// Offers, posts the offer to `path`, applies the answer.
-async fn negotiate(
-    http: &reqwest::Client,
-    base: &str,
-    path: &str,
-    token: &str,
-    pc: &mut RTCPeerConnection,
-    local: SocketAddr,
-) -> Res<String> {
+/// Hands the connection its one local candidate: the UDP host candidate of its own socket.
+pub(crate) fn add_host_candidate(pc: &mut RTCPeerConnection, local: SocketAddr) -> Res<()> {
     let host = CandidateHostConfig {
         base_config: CandidateConfig {
             network: "udp".to_owned(),
@@ -116,7 +120,19 @@ async fn negotiate(
     .new_candidate_host()
     .map_err(rtc_err)?;
     pc.add_local_candidate(RTCIceCandidate::from(&host).to_json().map_err(rtc_err)?)
-        .map_err(rtc_err)?;
+        .map_err(rtc_err)
+}
+
+/// Offers, posts the offer to `path`, applies the answer.
+async fn negotiate(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: &str,
+    pc: &mut RTCPeerConnection,
+    local: SocketAddr,
+) -> Res<String> {
+    add_host_candidate(pc, local)?;
     let offer = pc.create_offer(None).map_err(rtc_err)?;
     pc.set_local_description(Instant::now(), offer)
         .map_err(rtc_err)?;
@@ -150,7 +166,7 @@ async fn negotiate(
 
 /// Drives one peer connection's handshake over `socket`; with `count`, stops feeding media
 /// once connected and counts RTP datagrams instead.
-struct Driver {
+pub(crate) struct Driver {
     pc: RTCPeerConnection,
     socket: Arc<UdpSocket>,
     local: SocketAddr,
@@ -158,7 +174,22 @@ struct Driver {
 }
 
 impl Driver {
+    pub(crate) fn new(pc: RTCPeerConnection, socket: Arc<UdpSocket>, local: SocketAddr) -> Self {
+        Self {
+            pc,
+            socket,
+            local,
+            connected: false,
+        }
+    }
+
     async fn flush(&mut self) {
+        self.flush_with(|_| {}).await;
+    }
+
+    /// Sends what the connection has to send, follows its state, and hands `read` what it
+    /// decrypted.
+    async fn flush_with(&mut self, mut read: impl FnMut(TaggedRTCMessage)) {
         while let Some(out) = self.pc.poll_write() {
             let _ = self
                 .socket
@@ -173,7 +204,9 @@ impl Driver {
                 self.connected = state == RTCPeerConnectionState::Connected;
             }
         }
-        while self.pc.poll_read().is_some() {}
+        while let Some(message) = self.pc.poll_read() {
+            read(message);
+        }
     }
 
     fn feed(&mut self, from: SocketAddr, data: &[u8]) {
@@ -206,7 +239,7 @@ impl Driver {
 /// numbers, which the SFU forwards unchanged and SRTP leaves in clear), counts what it sends
 /// from `lo` on, and stops sending at the end; subscribers count what arrives from `lo` on.
 #[derive(Default)]
-struct Window {
+pub(crate) struct Window {
     start: AtomicBool,
     started: AtomicBool,
     end: AtomicBool,
@@ -217,29 +250,179 @@ struct Window {
 }
 
 impl Window {
-    /// Whether a received RTP packet was sent inside the window.
-    fn counts(&self, data: &[u8]) -> bool {
+    /// Whether a received RTP packet of `track`, numbered `seq` by the publisher, was sent
+    /// inside the window.
+    fn counts(&self, track: usize, seq: u16) -> bool {
         if !self.started.load(Ordering::Acquire) {
             return false;
         }
-        let track = usize::from(data.len() < 600); // video packets are ~1,100 bytes, audio ~150
-        let seq = u16::from_be_bytes([data[2], data[3]]);
         let lo = self.lo[track].load(Ordering::Relaxed) as u16;
         seq.wrapping_sub(lo) < 32_768
+    }
+
+    /// At the publisher, once the run asked for the window to start: its first sequence
+    /// numbers are the next ones, `next` per track.
+    pub(crate) fn open(&self, next: [u16; 2]) {
+        if self.start.load(Ordering::Relaxed) && !self.started.load(Ordering::Relaxed) {
+            for (i, next) in next.iter().enumerate() {
+                self.lo[i].store(u32::from(*next), Ordering::Relaxed);
+            }
+            self.started.store(true, Ordering::Release);
+        }
+    }
+
+    /// At the publisher: whether the window is over (then it stops sending).
+    pub(crate) fn ended(&self) -> bool {
+        self.end.load(Ordering::Relaxed)
+    }
+
+    /// At the publisher: one more packet of `track` sent.
+    pub(crate) fn sent_one(&self, track: usize) {
+        if self.started.load(Ordering::Relaxed) {
+            self.sent[track].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The track of an RTP packet, from its size: 0 for video (~1,100 bytes), 1 for audio (~150).
+fn track_of(len: usize) -> usize {
+    usize::from(len < 600)
+}
+
+/// How the server numbers what it forwards, per track (video, audio): the publisher's sequence
+/// number is the received one minus this offset. livecamp forwards sequence numbers unchanged;
+/// Janus renumbers each viewer's stream from 1, so a Janus subscriber learns the offset from the
+/// first packet of each track, which it decrypts: the payload carries the publisher's number
+/// in its bytes 1–2 ([`Synthetic`] with `stamp`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Renumbering([Option<u16>; 2]);
+
+impl Renumbering {
+    /// Sequence numbers forwarded unchanged.
+    pub(crate) const NONE: Self = Self([Some(0), Some(0)]);
+    /// Sequence numbers renumbered by an unknown offset per track.
+    pub(crate) const UNKNOWN: Self = Self([None, None]);
+
+    fn known(&self) -> bool {
+        self.0.iter().all(Option::is_some)
+    }
+
+    /// The publisher's sequence number of a received RTP datagram, if its offset is known.
+    fn publisher_seq(&self, data: &[u8]) -> Option<u16> {
+        let offset = self.0[track_of(data.len())]?;
+        Some(u16::from_be_bytes([data[2], data[3]]).wrapping_sub(offset))
+    }
+
+    /// Learns a track's offset from a decrypted packet.
+    fn learn(&mut self, message: &TaggedRTCMessage) {
+        if let RTCMessage::RtpPacket(_, packet) = &message.message
+            && let [_, hi, lo, ..] = packet.payload[..]
+        {
+            let track = track_of(packet.payload.len());
+            if self.0[track].is_none() {
+                let sent = u16::from_be_bytes([hi, lo]);
+                self.0[track] = Some(packet.header.sequence_number.wrapping_sub(sent));
+            }
+        }
     }
 }
 
 /// RTP (not RTCP) by RFC 7983 / 5761: first byte 128–191, payload type outside 64–95.
-fn is_rtp(data: &[u8]) -> bool {
+pub(crate) fn is_rtp(data: &[u8]) -> bool {
     data.len() > 12 && (128..=191).contains(&data[0]) && !(192..=223).contains(&data[1])
+}
+
+/// The synthetic stream's schedule: 30 video frames a second, each of ~1,100-byte packets
+/// (`video_kbps` in all), and an Opus-sized packet every 20 ms; per track (0 video, 1 audio),
+/// RTP sequence numbers from 1 and timestamps from the frame count.
+pub(crate) struct Synthetic {
+    started: Instant,
+    /// Per track: frames (audio packets) sent so far.
+    due: [u64; 2],
+    /// Per track: the last sequence number used.
+    seq: [u16; 2],
+    packets_per_frame: usize,
+    filler: Bytes,
+    /// Whether each payload carries its sequence number in bytes 1–2 (see [`Renumbering`]).
+    stamp: bool,
+}
+
+/// One packet of the synthetic stream.
+pub(crate) struct SyntheticPacket {
+    pub(crate) track: usize,
+    pub(crate) seq: u16,
+    pub(crate) timestamp: u32,
+    pub(crate) marker: bool,
+    pub(crate) payload: Bytes,
+}
+
+impl Synthetic {
+    /// Starts the clock now.
+    pub(crate) fn new(video_kbps: u64, stamp: bool) -> Self {
+        let per_frame_bytes = (video_kbps * 1000 / 8 / 30) as usize;
+        Self {
+            started: Instant::now(),
+            due: [0; 2],
+            seq: [0; 2],
+            packets_per_frame: per_frame_bytes.div_ceil(1100).max(1),
+            filler: Bytes::from(vec![0x5au8; 1100]),
+            stamp,
+        }
+    }
+
+    /// Per track, the sequence number of the next packet.
+    pub(crate) fn next_seq(&self) -> [u16; 2] {
+        self.seq.map(|s| s.wrapping_add(1))
+    }
+
+    /// The packets due since the last call, video first.
+    pub(crate) fn due(&mut self) -> Vec<SyntheticPacket> {
+        let elapsed = self.started.elapsed().as_millis() as u64;
+        let mut packets = Vec::new();
+        for track in 0..2 {
+            let (count, clock, rate, n, size) = if track == 0 {
+                (
+                    elapsed * 30 / 1000,
+                    90_000u64,
+                    30,
+                    self.packets_per_frame,
+                    1100,
+                )
+            } else {
+                (elapsed / 20, 48_000u64, 50, 1, 120)
+            };
+            while self.due[track] < count {
+                self.due[track] += 1;
+                let timestamp = (self.due[track] * clock / rate) as u32;
+                for p in 0..n {
+                    self.seq[track] = self.seq[track].wrapping_add(1);
+                    let mut payload = BytesMut::new();
+                    // VP8 payload descriptor: S bit on the first packet of a frame.
+                    payload.extend_from_slice(&[if p == 0 { 0x10 } else { 0x00 }]);
+                    payload.extend_from_slice(&self.filler[..size]);
+                    if self.stamp {
+                        payload[1..3].copy_from_slice(&self.seq[track].to_be_bytes());
+                    }
+                    packets.push(SyntheticPacket {
+                        track,
+                        seq: self.seq[track],
+                        timestamp,
+                        marker: p + 1 == n,
+                        payload: payload.freeze(),
+                    });
+                }
+            }
+        }
+        packets
+    }
 }
 
 /// The publisher: connects by WHIP and sends the synthetic stream until `stop`; packets sent
 /// inside the window are counted there.
-struct Publishing {
-    task: tokio::task::JoinHandle<()>,
-    stop: Arc<AtomicBool>,
-    window: Arc<Window>,
+pub(crate) struct Publishing {
+    pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) window: Arc<Window>,
 }
 
 async fn start_publisher(
@@ -316,12 +499,7 @@ async fn start_publisher(
         let (sent, stop, window) = (sent.clone(), stop.clone(), window.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
-            let started = Instant::now();
-            let (mut frames, mut audio) = (0u64, 0u64);
-            let mut seq = [0u16; 2];
-            let per_frame_bytes = (video_kbps * 1000 / 8 / 30) as usize;
-            let packets_per_frame = per_frame_bytes.div_ceil(1100).max(1);
-            let filler = Bytes::from(vec![0x5au8; 1100]);
+            let mut stream = Synthetic::new(video_kbps, false);
             while !stop.load(Ordering::Relaxed) {
                 let wait = publisher.timeout();
                 tokio::select! {
@@ -332,67 +510,30 @@ async fn start_publisher(
                     }
                     _ = tokio::time::sleep(wait.min(Duration::from_millis(5))) => {}
                 }
-                if window.start.load(Ordering::Relaxed) && !window.started.load(Ordering::Relaxed) {
-                    for (i, next) in seq.iter().enumerate() {
-                        window.lo[i].store(u32::from(next.wrapping_add(1)), Ordering::Relaxed);
-                    }
-                    window.started.store(true, Ordering::Release);
-                }
-                let sending = !window.end.load(Ordering::Relaxed);
+                window.open(stream.next_seq());
+                let sending = !window.ended();
                 if publisher.connected && sending {
-                    let elapsed = started.elapsed();
                     let now = Instant::now();
-                    for (i, &(kind, sender, ssrc, pt)) in payload_types.iter().enumerate() {
-                        let (due, count, clock) = match kind {
-                            RtpCodecKind::Video => (
-                                &mut frames,
-                                (elapsed.as_millis() as u64 * 30) / 1000,
-                                90_000u64,
-                            ),
-                            _ => (&mut audio, (elapsed.as_millis() as u64) / 20, 48_000u64),
+                    for packet in stream.due() {
+                        let (_, sender, ssrc, pt) = payload_types[packet.track];
+                        let packet_track = packet.track;
+                        let packet = rtc::rtp::Packet {
+                            header: rtc::rtp::Header {
+                                version: 2,
+                                marker: packet.marker,
+                                payload_type: pt,
+                                sequence_number: packet.seq,
+                                timestamp: packet.timestamp,
+                                ssrc,
+                                ..Default::default()
+                            },
+                            payload: packet.payload,
                         };
-                        while *due < count {
-                            *due += 1;
-                            let ts = (*due * clock
-                                / if kind == RtpCodecKind::Video { 30 } else { 50 })
-                                as u32;
-                            let n = if kind == RtpCodecKind::Video {
-                                packets_per_frame
-                            } else {
-                                1
-                            };
-                            for p in 0..n {
-                                seq[i] = seq[i].wrapping_add(1);
-                                let mut payload = BytesMut::new();
-                                // VP8 payload descriptor: S bit on the first packet of a frame.
-                                payload.extend_from_slice(&[if p == 0 { 0x10 } else { 0x00 }]);
-                                let size = if kind == RtpCodecKind::Video {
-                                    1100
-                                } else {
-                                    120
-                                };
-                                payload.extend_from_slice(&filler[..size]);
-                                let packet = rtc::rtp::Packet {
-                                    header: rtc::rtp::Header {
-                                        version: 2,
-                                        marker: p + 1 == n,
-                                        payload_type: pt,
-                                        sequence_number: seq[i],
-                                        timestamp: ts,
-                                        ssrc,
-                                        ..Default::default()
-                                    },
-                                    payload: payload.freeze(),
-                                };
-                                if let Some(mut s) = publisher.pc.rtp_sender(sender)
-                                    && s.write_rtp(now, packet).is_ok()
-                                {
-                                    sent.fetch_add(1, Ordering::Relaxed);
-                                    if window.started.load(Ordering::Relaxed) {
-                                        window.sent[i].fetch_add(1, Ordering::Relaxed);
-                                    }
-                                }
-                            }
+                        if let Some(mut s) = publisher.pc.rtp_sender(sender)
+                            && s.write_rtp(now, packet).is_ok()
+                        {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                            window.sent_one(packet_track);
                         }
                     }
                 }
@@ -430,13 +571,9 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
     let (host, viewers, room) = crate::hub::prepare(&target).await?;
 
     let publishing = start_publisher(&http, &base, &host, room, args.video_kbps).await?;
-    let (stop, window) = (publishing.stop.clone(), publishing.window.clone());
 
     // The subscribers.
-    let received = Arc::new(AtomicU64::new(0));
-    let connected = Arc::new(AtomicU64::new(0));
-    // Offer → connected, per subscriber, in ms.
-    let join_times = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tally = Tally::new(&publishing);
     let gate = Arc::new(Semaphore::new(32));
     let mut tasks = Vec::new();
     let join_started = Instant::now();
@@ -446,14 +583,7 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
             base.clone(),
             viewers[i % viewers.len()].clone(),
         );
-        let (received, connected, window, stop, gate, join_times) = (
-            received.clone(),
-            connected.clone(),
-            window.clone(),
-            stop.clone(),
-            gate.clone(),
-            join_times.clone(),
-        );
+        let (tally, gate) = (tally.clone(), gate.clone());
         tasks.push(tokio::spawn(async move {
             let (socket, local, mut pc) = new_player().await?;
             let offered = Instant::now();
@@ -469,70 +599,162 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
                 )
                 .await?;
             }
-            let mut driver = Driver {
-                pc,
-                socket,
-                local,
-                connected: false,
-            };
-            let mut buf = vec![0u8; 2048];
-            let mut counted = false;
-            while !stop.load(Ordering::Relaxed) {
-                let wait = driver.timeout();
-                tokio::select! {
-                    got = driver.socket.recv_from(&mut buf) => {
-                        let Ok((n, from)) = got else { continue };
-                        if driver.connected && is_rtp(&buf[..n]) {
-                            if window.counts(&buf[..n]) {
-                                received.fetch_add(1, Ordering::Relaxed);
-                            }
-                            continue;
-                        }
-                        driver.feed(from, &buf[..n]);
-                    }
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                driver.flush().await;
-                if driver.connected && !counted {
-                    counted = true;
-                    connected.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut times) = join_times.lock() {
-                        times.push(offered.elapsed().as_millis() as u64);
-                    }
-                }
-            }
+            count(
+                Driver::new(pc, socket, local),
+                &tally,
+                offered,
+                Renumbering::NONE,
+            )
+            .await;
             anyhow::Ok(())
         }));
     }
+    let result = measure(Measure {
+        benchmark: "sfu-fanout",
+        subscribers: args.subscribers,
+        duration: args.duration,
+        video_kbps: args.video_kbps,
+        server_pid: args.server_pid,
+        join_started,
+        publishing,
+        tasks,
+        tally,
+    })
+    .await?;
+    println!("{result}");
+    Ok(())
+}
+
+/// What the subscribers count, together.
+#[derive(Clone)]
+pub(crate) struct Tally {
+    /// Packets of the window received, all subscribers.
+    received: Arc<AtomicU64>,
+    /// Subscribers connected (and counting).
+    connected: Arc<AtomicU64>,
+    /// Offer → connected, per subscriber, in ms.
+    join_times: Arc<std::sync::Mutex<Vec<u64>>>,
+    window: Arc<Window>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Tally {
+    pub(crate) fn new(publishing: &Publishing) -> Self {
+        Self {
+            received: Arc::new(AtomicU64::new(0)),
+            connected: Arc::new(AtomicU64::new(0)),
+            join_times: Arc::new(std::sync::Mutex::new(Vec::new())),
+            window: publishing.window.clone(),
+            stop: publishing.stop.clone(),
+        }
+    }
+}
+
+/// A subscriber, once its connection is negotiated, until the run stops: drives the handshake,
+/// then counts the RTP datagrams sent inside the window without decrypting them (see
+/// [`Renumbering`] for the few it decrypts first against a server that renumbers).
+pub(crate) async fn count(
+    mut driver: Driver,
+    tally: &Tally,
+    offered: Instant,
+    mut renumbering: Renumbering,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut counted = false;
+    while !tally.stop.load(Ordering::Relaxed) {
+        let wait = driver.timeout();
+        tokio::select! {
+            got = driver.socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = got else { continue };
+                let data = &buf[..n];
+                if driver.connected && is_rtp(data)
+                    && let Some(seq) = renumbering.publisher_seq(data)
+                {
+                    if tally.window.counts(track_of(n), seq) {
+                        tally.received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                driver.feed(from, data);
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        driver
+            .flush_with(|message| renumbering.learn(&message))
+            .await;
+        if driver.connected && renumbering.known() && !counted {
+            counted = true;
+            tally.connected.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut times) = tally.join_times.lock() {
+                times.push(offered.elapsed().as_millis() as u64);
+            }
+        }
+    }
+}
+
+/// A fan-out run, its subscribers started.
+pub(crate) struct Measure {
+    pub(crate) benchmark: &'static str,
+    /// Subscribers requested.
+    pub(crate) subscribers: usize,
+    /// Measured seconds.
+    pub(crate) duration: u64,
+    pub(crate) video_kbps: u64,
+    pub(crate) server_pid: u32,
+    pub(crate) join_started: Instant,
+    pub(crate) publishing: Publishing,
+    pub(crate) tasks: Vec<tokio::task::JoinHandle<Res<()>>>,
+    pub(crate) tally: Tally,
+}
+
+/// Waits (up to 60 s) for the subscribers to connect, then a second, measures the window,
+/// stops the publisher and the subscribers: the result line.
+pub(crate) async fn measure(run: Measure) -> Res<serde_json::Value> {
+    let Measure {
+        benchmark,
+        subscribers: requested,
+        duration,
+        video_kbps,
+        server_pid,
+        join_started,
+        publishing,
+        tasks,
+        tally,
+    } = run;
+    let (stop, window) = (&tally.stop, &tally.window);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (connected.load(Ordering::Relaxed) as usize) < args.subscribers
+    while (tally.connected.load(Ordering::Relaxed) as usize) < requested
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let join_seconds = join_started.elapsed().as_secs_f64();
-    let subscribers = connected.load(Ordering::Relaxed);
+    let subscribers = tally.connected.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let cpu_start = proc_stats::cpu_seconds(args.server_pid)?;
+    let cpu_start = proc_stats::cpu_seconds(server_pid)?;
     let window_started = Instant::now();
     window.start.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    tokio::time::sleep(Duration::from_secs(duration)).await;
     window.end.store(true, Ordering::Relaxed);
     let wall = window_started.elapsed().as_secs_f64();
     // What was sent last is still on its way (and may be retransmitted): wait for it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cpu = proc_stats::cpu_seconds(args.server_pid)? - cpu_start;
+    let cpu = proc_stats::cpu_seconds(server_pid)? - cpu_start;
     let sent_in_window: u64 = window.sent.iter().map(|s| s.load(Ordering::Relaxed)).sum();
-    let rss = proc_stats::rss_bytes(args.server_pid)?;
+    let rss = proc_stats::rss_bytes(server_pid)?;
     stop.store(true, Ordering::Relaxed);
     let _ = publishing.task.await;
     for task in tasks {
         let _ = task.await;
     }
-    let received = received.load(Ordering::Relaxed);
+    let received = tally.received.load(Ordering::Relaxed);
     let expected = sent_in_window * subscribers;
-    let mut times = join_times.lock().map(|t| t.clone()).unwrap_or_default();
+    let mut times = tally
+        .join_times
+        .lock()
+        .map(|t| t.clone())
+        .unwrap_or_default();
     times.sort_unstable();
     let quantile = |q: f64| -> u64 {
         if times.is_empty() {
@@ -540,15 +762,15 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
         }
         times[((times.len() - 1) as f64 * q).round() as usize]
     };
-    let result = json!({
-        "benchmark": "sfu-fanout",
-        "subscribers_requested": args.subscribers,
+    Ok(json!({
+        "benchmark": benchmark,
+        "subscribers_requested": requested,
         "subscribers": subscribers,
         "join_seconds": join_seconds,
         "connect_p50_ms": quantile(0.5),
         "connect_p99_ms": quantile(0.99),
         "connect_max_ms": quantile(1.0),
-        "video_kbps": args.video_kbps,
+        "video_kbps": video_kbps,
         "window_seconds": wall,
         "published_packets": sent_in_window,
         "forwarded_packets": received,
@@ -559,9 +781,7 @@ pub async fn sfu(args: SfuArgs) -> Res<()> {
         "cpu_us_per_packet": if received > 0 { cpu * 1e6 / received as f64 } else { 0.0 },
         "forwarded_per_second": received as f64 / wall,
         "server_rss_mb": rss as f64 / 1_048_576.0,
-    });
-    println!("{result}");
-    Ok(())
+    }))
 }
 
 #[derive(Debug, Clone, clap::Args)]

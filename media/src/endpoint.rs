@@ -2,15 +2,22 @@
 //!
 //! Datagrams are routed to their peer connection by the remote address once it is known, and
 //! before that by the ICE username of the STUN binding request (`<our ufrag>:<their ufrag>`;
-//! each connection gets its own random ufrag). A publisher's RTP is forwarded to every connected
-//! subscriber of its room: the packet's header extensions are dropped once (each subscriber
-//! negotiated its own ids), then per subscriber only the SSRC and payload type change before the
+//! each connection gets its own random ufrag). A room has one main publisher (the host, or a
+//! class's instructor) and any number of guests (a trainee on stage, the examinees of a
+//! proctoring room); a subscriber plays one of them. A publisher's RTP is forwarded to each of
+//! its connected subscribers: the packet's header extensions are dropped once (each subscriber
+//! negotiated its own ids), then per subscriber the SSRC and payload type change and, for video,
+//! the subscriber's [`LayerSelector`] picks the simulcast layer and renumbers it, before the
 //! subscriber's connection encrypts it (SRTP) and the datagram is queued. Keyframe requests of
-//! all subscribers reach the publisher at most once per second ([`KeyframeGate`]).
+//! all subscribers reach the publisher at most once per second ([`KeyframeGate`]); a subscriber
+//! that connects is first sent the publisher's latest keyframe and what followed, when that is
+//! still kept and short ([`RetransmitBuffer::since_keyframe`]), so it does not wait for the gate.
 //!
-//! Invariants: a peer is in `by_ufrag` from creation to removal, in `by_addr` from its first
-//! routed datagram to removal, and in its room's `publisher`/`subscribers` for its whole life;
-//! `remove` is the only place that takes it out of all of them.
+//! Invariants: a peer is in `by_ufrag` and `by_session` from creation to removal, in `by_addr`
+//! from its first routed datagram to removal; a publisher is in its room's `publishers` and has
+//! an `audiences` entry for its whole life, a subscriber is in its publisher's audience for its
+//! whole life; `remove` is the only place that takes a peer out of all of them, and removing a
+//! publisher removes its audience.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -43,10 +50,12 @@ use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::codec::VideoCodec;
 use crate::keyframe::KeyframeGate;
 use crate::peer::{IceCredentials, PeerKind, add_host_candidate, new_peer_connection};
 use crate::recording::{Recorder, TrackKind};
 use crate::retransmit::RetransmitBuffer;
+use crate::simulcast::{LayerRanking, LayerSelector, Quality, Verdict};
 
 /// Largest datagram read; WebRTC keeps packets under the path MTU (about 1,200 bytes).
 const MAX_DATAGRAM: usize = 2048;
@@ -56,6 +65,19 @@ const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
 const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Timers of every connection are checked this often.
 const TICK: Duration = Duration::from_millis(10);
+/// Which of a publisher's layers are active is looked at this often (and at once when a
+/// layer's first packet comes).
+const RANK_EVERY: Duration = Duration::from_millis(100);
+/// A new subscriber is sent the kept keyframe and what followed when that is at most this many
+/// packets (about 1.5 s of 1.5 Mbit/s video); otherwise the publisher is asked for a keyframe.
+const KEYFRAME_BURST_PACKETS: usize = 256;
+/// … and when the keyframe is at most this old (a low layer's 256 packets are many seconds).
+const KEYFRAME_BURST_AGE: Duration = Duration::from_millis(1500);
+/// A player's NACKs are answered with at most this many packets a second (a 1.5 Mbit/s stream
+/// is about 170), so a forged NACK cannot turn one small packet into megabytes.
+const RETRANSMITS_PER_SECOND: f64 = 400.0;
+/// Publishers in one room at most: the main one and its guests (a proctoring room's examinees).
+pub const MAX_PUBLISHERS_PER_ROOM: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
@@ -77,6 +99,16 @@ pub enum SessionKind {
     Play,
 }
 
+/// In which capacity someone publishes into a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishAs {
+    /// The room's host, or a live class's instructor: one at a time.
+    Main,
+    /// A trainee on stage, or an examinee's webcam: several at once, next to the main one.
+    Guest,
+}
+
 /// One track a publisher sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TrackInfo {
@@ -84,19 +116,22 @@ pub struct TrackInfo {
     pub kind: &'static str,
     /// MIME type, e.g. `video/VP8`.
     pub codec: String,
+    /// Simulcast layers received so far (1 without simulcast).
+    pub layers: usize,
 }
 
 /// What the endpoint tells the rest of the server (the hub announces it in the room).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
-    /// The room's publisher sends these tracks (again whenever one is added).
+    /// `user` publishes these tracks in `room` (again whenever a track or layer is added).
     Publishing {
         room: i64,
         user: i64,
+        role: PublishAs,
         tracks: Vec<TrackInfo>,
     },
-    /// The room's publisher is gone: ended, replaced, or vanished after the ICE timeout.
-    Stopped { room: i64 },
+    /// `user` no longer publishes in `room`: ended, replaced, or vanished after the ICE timeout.
+    Stopped { room: i64, user: i64 },
     /// A recording's files are complete in `dir` (the publisher is gone).
     RecordingFinished { room: i64, dir: PathBuf },
 }
@@ -115,6 +150,25 @@ pub struct MediaStats {
     pub panics: u64,
     /// Packets sent again for subscribers' NACKs, from the publishers' shared buffers.
     pub retransmitted_rtp: u64,
+    /// Subscribers started on the publisher's kept keyframe instead of waiting for a new one.
+    pub keyframe_bursts: u64,
+}
+
+/// A WHIP or WHEP offer, access already checked.
+#[derive(Debug, Clone)]
+pub struct OpenRequest {
+    pub kind: SessionKind,
+    pub room: i64,
+    pub user: i64,
+    pub offer: String,
+    /// Publishers: record this session.
+    pub record: bool,
+    /// Publishers: main or guest.
+    pub publish_as: PublishAs,
+    /// Players: whose media (a user id); the main publisher, or else the first, when `None`.
+    pub publisher: Option<i64>,
+    /// Players: which simulcast layer fits.
+    pub quality: Quality,
 }
 
 /// A session created by WHIP or WHEP.
@@ -130,11 +184,7 @@ pub struct Answer {
 
 enum Command {
     Open {
-        kind: SessionKind,
-        room: i64,
-        user: i64,
-        offer: String,
-        record: bool,
+        request: OpenRequest,
         reply: oneshot::Sender<Result<Answer, ApiError>>,
     },
     Close {
@@ -143,6 +193,12 @@ enum Command {
         session: String,
         user: i64,
         reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// End whatever `user` publishes in `room` (taken off the stage).
+    EndPublisher {
+        room: i64,
+        user: i64,
+        reply: oneshot::Sender<bool>,
     },
     Stats {
         reply: oneshot::Sender<MediaStats>,
@@ -192,7 +248,8 @@ impl Media {
         }
         let candidate = SocketAddr::new(config.public_ip, local.port());
         let (commands, receiver) = mpsc::channel(1024);
-        let (events, _) = broadcast::channel(256);
+        // A room of 100 publishers announces a few events each; a reader that lags loses news.
+        let (events, _) = broadcast::channel(4096);
         let endpoint = Endpoint {
             candidate,
             config,
@@ -201,11 +258,13 @@ impl Media {
             by_addr: HashMap::new(),
             by_session: HashMap::new(),
             rooms: HashMap::new(),
+            audiences: HashMap::new(),
             next_peer: 1,
             events: events.clone(),
             out: Vec::new(),
             stats: MediaStats::default(),
             current: None,
+            next_rank: Instant::now(),
         };
         tokio::spawn(endpoint.run(Arc::new(socket), receiver));
         tracing::info!(%local, %candidate, "media endpoint listening");
@@ -239,25 +298,9 @@ impl Media {
         answer.await.map_err(|_| unavailable())
     }
 
-    /// Answers a WHIP or WHEP offer (access already checked); a publisher is recorded when
-    /// `record`.
-    pub async fn open(
-        &self,
-        kind: SessionKind,
-        room: i64,
-        user: i64,
-        offer: String,
-        record: bool,
-    ) -> Result<Answer, ApiError> {
-        self.ask(|reply| Command::Open {
-            kind,
-            room,
-            user,
-            offer,
-            record,
-            reply,
-        })
-        .await?
+    /// Answers a WHIP or WHEP offer (access already checked).
+    pub async fn open(&self, request: OpenRequest) -> Result<Answer, ApiError> {
+        self.ask(|reply| Command::Open { request, reply }).await?
     }
 
     /// Ends a session of `user` (the one who opened it).
@@ -278,6 +321,12 @@ impl Media {
         .await?
     }
 
+    /// Ends what `user` publishes in `room`, if anything; true when there was something.
+    pub async fn end_publisher(&self, room: i64, user: i64) -> Result<bool, ApiError> {
+        self.ask(|reply| Command::EndPublisher { room, user, reply })
+            .await
+    }
+
     pub async fn stats(&self) -> Result<MediaStats, ApiError> {
         self.ask(|reply| Command::Stats { reply }).await
     }
@@ -285,14 +334,29 @@ impl Media {
 
 type PeerId = u64;
 
+/// One encoding of a publisher's track: the only one, or a simulcast layer.
+#[derive(Debug)]
+struct Layer {
+    ssrc: u32,
+    /// Video only: the last packets, for NACKs and new subscribers.
+    history: Option<RetransmitBuffer>,
+}
+
 /// A track a publisher sends.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Track {
     id: String,
     receiver: RTCRtpReceiverId,
     kind: RtpCodecKind,
-    ssrc: u32,
     codec: RTCRtpCodec,
+    video: VideoCodec,
+    layers: Vec<Layer>,
+}
+
+impl Track {
+    fn layer(&self, ssrc: u32) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.ssrc == ssrc)
+    }
 }
 
 /// A track a subscriber receives.
@@ -302,22 +366,68 @@ struct Outgoing {
     sender: RTCRtpSenderId,
     ssrc: u32,
     payload_type: u8,
+    /// Video: which of the publisher's layers, renumbered.
+    layers: Option<LayerSelector>,
+}
+
+struct Publishing {
+    role: PublishAs,
+    tracks: Vec<Track>,
+    keyframes: KeyframeGate,
+    /// Layers someone asked a keyframe of, sent when the gate opens.
+    keyframe_layers: Vec<u32>,
+    recorder: Option<Recorder>,
+    /// The recording follows the best layer, renumbered like a subscriber's.
+    recorded_layer: LayerSelector,
+    ranking: LayerRanking,
+    /// The active video layers, lowest first, as last ranked.
+    active: Vec<u32>,
+}
+
+impl Publishing {
+    fn video(&self) -> Option<&Track> {
+        self.tracks.iter().find(|t| t.kind == RtpCodecKind::Video)
+    }
 }
 
 enum Role {
-    Publisher {
-        tracks: Vec<Track>,
-        keyframes: KeyframeGate,
-        recorder: Option<Recorder>,
-        /// The last video packets, for every subscriber's NACKs.
-        video_history: RetransmitBuffer,
-    },
+    Publisher(Box<Publishing>),
     Subscriber {
+        publisher: PeerId,
         outgoing: Vec<Outgoing>,
     },
 }
 
+/// A token bucket (sans IO): at most `rate` a second, in bursts of at most `rate`.
+struct Budget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Budget {
+    fn full(now: Instant, rate: f64) -> Self {
+        Self {
+            tokens: rate,
+            at: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant, rate: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 struct Peer {
+    /// Players: retransmissions left (NACKs).
+    resends: Budget,
     pc: RTCPeerConnection,
     room: i64,
     user: i64,
@@ -332,7 +442,7 @@ struct Peer {
 impl Peer {
     fn kind(&self) -> SessionKind {
         match self.role {
-            Role::Publisher { .. } => SessionKind::Publish,
+            Role::Publisher(_) => SessionKind::Publish,
             Role::Subscriber { .. } => SessionKind::Play,
         }
     }
@@ -340,8 +450,8 @@ impl Peer {
 
 #[derive(Default)]
 struct RoomMedia {
-    publisher: Option<PeerId>,
-    subscribers: Vec<PeerId>,
+    /// In the order they started.
+    publishers: Vec<PeerId>,
 }
 
 struct Endpoint {
@@ -352,6 +462,8 @@ struct Endpoint {
     by_addr: HashMap<SocketAddr, PeerId>,
     by_session: HashMap<String, PeerId>,
     rooms: HashMap<i64, RoomMedia>,
+    /// Each publisher's subscribers.
+    audiences: HashMap<PeerId, Vec<PeerId>>,
     next_peer: PeerId,
     events: broadcast::Sender<MediaEvent>,
     /// Datagrams to send, in order.
@@ -359,6 +471,8 @@ struct Endpoint {
     stats: MediaStats,
     /// The peer whose input is being handled (to drop it if its handling panics).
     current: Option<PeerId>,
+    /// When the publishers' layers are ranked next.
+    next_rank: Instant,
 }
 
 enum Wake {
@@ -408,6 +522,25 @@ fn random_session() -> String {
         .collect()
 }
 
+/// Sends one packet to a subscriber's track.
+fn send(
+    pc: &mut RTCPeerConnection,
+    now: Instant,
+    sender: RTCRtpSenderId,
+    packet: rtp::Packet,
+) -> bool {
+    match pc.rtp_sender(sender) {
+        Some(mut sender) => match sender.write_rtp(now, packet) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::trace!(error = %e, "forwarding");
+                false
+            }
+        },
+        None => false,
+    }
+}
+
 impl Endpoint {
     async fn run(mut self, socket: Arc<UdpSocket>, mut commands: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -453,17 +586,10 @@ impl Endpoint {
 
     fn command(&mut self, now: Instant, command: Command) {
         match command {
-            Command::Open {
-                kind,
-                room,
-                user,
-                offer,
-                record,
-                reply,
-            } => {
-                let result = match kind {
-                    SessionKind::Publish => self.open_publisher(now, room, user, offer, record),
-                    SessionKind::Play => self.open_subscriber(now, room, user, offer),
+            Command::Open { request, reply } => {
+                let result = match request.kind {
+                    SessionKind::Publish => self.open_publisher(now, request),
+                    SessionKind::Play => self.open_subscriber(now, request),
                 };
                 let _ = reply.send(result);
             }
@@ -491,17 +617,30 @@ impl Endpoint {
                 };
                 let _ = reply.send(result);
             }
+            Command::EndPublisher { room, user, reply } => {
+                let found = self.publisher_of(room, user);
+                if let Some(id) = found {
+                    self.remove(id, "taken off the stage");
+                }
+                let _ = reply.send(found.is_some());
+            }
             Command::Stats { reply } => {
                 let mut stats = self.stats.clone();
-                stats.publishers = self
-                    .rooms
-                    .values()
-                    .filter(|r| r.publisher.is_some())
-                    .count();
-                stats.subscribers = self.rooms.values().map(|r| r.subscribers.len()).sum();
+                stats.publishers = self.rooms.values().map(|r| r.publishers.len()).sum();
+                stats.subscribers = self.audiences.values().map(Vec::len).sum();
                 let _ = reply.send(stats);
             }
         }
+    }
+
+    /// The peer publishing as `user` in `room`.
+    fn publisher_of(&self, room: i64, user: i64) -> Option<PeerId> {
+        self.rooms
+            .get(&room)?
+            .publishers
+            .iter()
+            .copied()
+            .find(|id| self.peers.get(id).is_some_and(|p| p.user == user))
     }
 
     /// Applies the offer, adds our candidate, and returns the answer.
@@ -530,28 +669,54 @@ impl Endpoint {
             .any(|l| l.starts_with("m=audio") || l.starts_with("m=video"))
     }
 
-    fn open_publisher(
-        &mut self,
-        now: Instant,
-        room: i64,
-        user: i64,
-        offer: String,
-        record: bool,
-    ) -> Result<Answer, ApiError> {
+    fn open_publisher(&mut self, now: Instant, request: OpenRequest) -> Result<Answer, ApiError> {
+        let OpenRequest {
+            room,
+            user,
+            offer,
+            record,
+            publish_as,
+            ..
+        } = request;
         if !Self::has_media(&offer) {
             return Err(invalid_sdp("没有音频或视频"));
         }
-        if let Some(existing) = self.rooms.get(&room).and_then(|r| r.publisher) {
-            // The same person publishing again (a reload, OBS restarting) replaces the old
-            // session; anyone else has to wait.
-            if self.peers.get(&existing).is_some_and(|p| p.user == user) {
-                self.remove(existing, "replaced by a new session of the same user");
-            } else {
+        // The same person publishing again (a reload, OBS restarting) replaces the old
+        // session; another main publisher has to wait; guests share the room up to a limit.
+        let publishers = self
+            .rooms
+            .get(&room)
+            .map(|r| r.publishers.clone())
+            .unwrap_or_default();
+        let mut others = 0;
+        let mut replaced = None;
+        for id in publishers {
+            let Some(peer) = self.peers.get(&id) else {
+                continue;
+            };
+            let Role::Publisher(publishing) = &peer.role else {
+                continue;
+            };
+            if peer.user == user {
+                replaced = Some(id);
+            } else if publish_as == PublishAs::Main && publishing.role == PublishAs::Main {
                 return Err(ApiError::new(ErrorCode::AlreadyPublishing));
+            } else {
+                others += 1;
             }
+        }
+        if others >= MAX_PUBLISHERS_PER_ROOM {
+            return Err(ApiError::with_message(
+                ErrorCode::AlreadyPublishing,
+                "本房间同时推流的人数已满",
+            ));
         }
         let (credentials, mut pc) = fresh_connection(now, PeerKind::Publisher)?;
         let sdp = self.negotiate(now, &mut pc, offer)?;
+        // Only a new session that can start replaces the running one.
+        if let Some(id) = replaced {
+            self.remove(id, "replaced by a new session of the same user");
+        }
         let recorder = if record {
             let started = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -582,18 +747,24 @@ impl Endpoint {
             room,
             user,
             credentials,
-            Role::Publisher {
+            Role::Publisher(Box::new(Publishing {
+                role: publish_as,
                 tracks: Vec::new(),
                 keyframes: KeyframeGate::new(KEYFRAME_INTERVAL),
+                keyframe_layers: Vec::new(),
                 recorder,
-                video_history: RetransmitBuffer::new(),
-            },
+                recorded_layer: LayerSelector::new(Quality::High),
+                ranking: LayerRanking::default(),
+                active: Vec::new(),
+            })),
         );
-        self.rooms.entry(room).or_default().publisher = Some(id);
+        self.rooms.entry(room).or_default().publishers.push(id);
+        self.audiences.insert(id, Vec::new());
         let session = self.peers[&id].session.clone();
         tracing::info!(
             room,
             user,
+            role = ?publish_as,
             recording = recording.is_some(),
             "publisher offered"
         );
@@ -604,45 +775,74 @@ impl Endpoint {
         })
     }
 
-    fn open_subscriber(
-        &mut self,
-        now: Instant,
-        room: i64,
-        user: i64,
-        offer: String,
-    ) -> Result<Answer, ApiError> {
+    /// Whom a player plays: the publisher asked for, or the room's main one, or its first.
+    fn choose_publisher(&self, room: i64, wanted: Option<i64>) -> Option<PeerId> {
+        let publishers = &self.rooms.get(&room)?.publishers;
+        let peer = |id: &PeerId| self.peers.get(id);
+        match wanted {
+            Some(user) => publishers
+                .iter()
+                .copied()
+                .find(|id| peer(id).is_some_and(|p| p.user == user)),
+            None => publishers
+                .iter()
+                .copied()
+                .find(|id| {
+                    peer(id).is_some_and(
+                        |p| matches!(&p.role, Role::Publisher(p) if p.role == PublishAs::Main),
+                    )
+                })
+                .or_else(|| publishers.first().copied()),
+        }
+    }
+
+    fn open_subscriber(&mut self, now: Instant, request: OpenRequest) -> Result<Answer, ApiError> {
+        let OpenRequest {
+            room,
+            user,
+            offer,
+            publisher: wanted,
+            quality,
+            ..
+        } = request;
         if !Self::has_media(&offer) {
             return Err(invalid_sdp("没有音频或视频"));
         }
-        let tracks: Vec<Track> = self
-            .rooms
-            .get(&room)
-            .and_then(|r| r.publisher)
+        let publisher = self.choose_publisher(room, wanted);
+        // What the publisher sends: (kind, codec) of each track.
+        let tracks: Vec<(RtpCodecKind, RTCRtpCodec)> = publisher
             .and_then(|id| self.peers.get(&id))
             .map(|p| match &p.role {
-                Role::Publisher { tracks, .. } => tracks.clone(),
+                Role::Publisher(publishing) => publishing
+                    .tracks
+                    .iter()
+                    .map(|t| (t.kind, t.codec.clone()))
+                    .collect(),
                 Role::Subscriber { .. } => Vec::new(),
             })
             .unwrap_or_default();
-        if tracks.is_empty() {
-            return Err(ApiError::new(ErrorCode::NotPublishing));
-        }
+        let Some(publisher) = publisher.filter(|_| !tracks.is_empty()) else {
+            return Err(match wanted {
+                Some(_) => ApiError::with_message(ErrorCode::NotPublishing, "该用户没有在推流"),
+                None => ApiError::new(ErrorCode::NotPublishing),
+            });
+        };
         let (credentials, mut pc) = fresh_connection(now, PeerKind::Subscriber)?;
         let mut outgoing = Vec::new();
-        for track in &tracks {
+        for (kind, codec) in &tracks {
             let ssrc = rand::random::<u32>();
-            let name = format!("{}-{room}", kind_name(track.kind));
+            let name = format!("{}-{room}", kind_name(*kind));
             let local = MediaStreamTrack::new(
                 format!("livecamp-{room}"),
                 name.clone(),
                 name,
-                track.kind,
+                *kind,
                 vec![RTCRtpEncodingParameters {
                     rtp_coding_parameters: RTCRtpCodingParameters {
                         ssrc: Some(ssrc),
                         ..Default::default()
                     },
-                    codec: track.codec.clone(),
+                    codec: codec.clone(),
                     ..Default::default()
                 }],
             );
@@ -651,17 +851,18 @@ impl Endpoint {
                 unavailable()
             })?;
             outgoing.push(Outgoing {
-                kind: track.kind,
+                kind: *kind,
                 sender,
                 ssrc,
                 payload_type: 0,
+                layers: (*kind == RtpCodecKind::Video).then(|| LayerSelector::new(quality)),
             });
         }
         let sdp = self.negotiate(now, &mut pc, offer)?;
         // The payload type this subscriber negotiated for the publisher's codec; a track whose
         // codec the subscriber cannot take is not sent.
         outgoing.retain_mut(|out| {
-            let Some(track) = tracks.iter().find(|t| t.kind == out.kind) else {
+            let Some((_, codec)) = tracks.iter().find(|(kind, _)| *kind == out.kind) else {
                 return false;
             };
             let Some(mut sender) = pc.rtp_sender(out.sender) else {
@@ -671,17 +872,13 @@ impl Endpoint {
             let found = codecs
                 .iter()
                 .find(|c| {
-                    c.rtp_codec
-                        .mime_type
-                        .eq_ignore_ascii_case(&track.codec.mime_type)
-                        && c.rtp_codec.sdp_fmtp_line == track.codec.sdp_fmtp_line
+                    c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type)
+                        && c.rtp_codec.sdp_fmtp_line == codec.sdp_fmtp_line
                 })
                 .or_else(|| {
-                    codecs.iter().find(|c| {
-                        c.rtp_codec
-                            .mime_type
-                            .eq_ignore_ascii_case(&track.codec.mime_type)
-                    })
+                    codecs
+                        .iter()
+                        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
                 });
             match found {
                 Some(codec) => {
@@ -703,11 +900,14 @@ impl Endpoint {
             room,
             user,
             credentials,
-            Role::Subscriber { outgoing },
+            Role::Subscriber {
+                publisher,
+                outgoing,
+            },
         );
-        self.rooms.entry(room).or_default().subscribers.push(id);
+        self.audiences.entry(publisher).or_default().push(id);
         let session = self.peers[&id].session.clone();
-        tracing::debug!(room, user, "subscriber offered");
+        tracing::debug!(room, user, ?quality, "subscriber offered");
         Ok(Answer {
             session,
             sdp,
@@ -733,6 +933,7 @@ impl Endpoint {
         self.peers.insert(
             id,
             Peer {
+                resends: Budget::full(now, RETRANSMITS_PER_SECOND),
                 pc,
                 room,
                 user,
@@ -748,14 +949,14 @@ impl Endpoint {
         id
     }
 
-    /// Takes a peer out of every index, closes its connection and, for a publisher, its room's
-    /// subscribers too (they are told through the hub and play again when a publisher is back).
+    /// Takes a peer out of every index, closes its connection and, for a publisher, its
+    /// subscribers' too (they are told through the hub and play again when it is back).
     fn remove(&mut self, id: PeerId, why: &str) {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
-        if let Role::Publisher { recorder, .. } = &mut peer.role
-            && let Some(recorder) = recorder.take()
+        if let Role::Publisher(publishing) = &mut peer.role
+            && let Some(recorder) = publishing.recorder.take()
         {
             // Closing waits for the writer thread to flush: not on this loop.
             let (events, room) = (self.events.clone(), peer.room);
@@ -779,15 +980,24 @@ impl Endpoint {
         self.by_session.remove(&peer.session);
         self.by_addr.retain(|_, p| *p != id);
         let mut orphans = Vec::new();
-        if let Some(room) = self.rooms.get_mut(&peer.room) {
-            room.subscribers.retain(|s| *s != id);
-            if room.publisher == Some(id) {
-                room.publisher = None;
-                orphans = std::mem::take(&mut room.subscribers);
-                let _ = self.events.send(MediaEvent::Stopped { room: peer.room });
+        match &peer.role {
+            Role::Publisher(_) => {
+                orphans = self.audiences.remove(&id).unwrap_or_default();
+                if let Some(room) = self.rooms.get_mut(&peer.room) {
+                    room.publishers.retain(|p| *p != id);
+                    if room.publishers.is_empty() {
+                        self.rooms.remove(&peer.room);
+                    }
+                }
+                let _ = self.events.send(MediaEvent::Stopped {
+                    room: peer.room,
+                    user: peer.user,
+                });
             }
-            if room.publisher.is_none() && room.subscribers.is_empty() {
-                self.rooms.remove(&peer.room);
+            Role::Subscriber { publisher, .. } => {
+                if let Some(audience) = self.audiences.get_mut(publisher) {
+                    audience.retain(|s| *s != id);
+                }
             }
         }
         for orphan in orphans {
@@ -888,7 +1098,6 @@ impl Endpoint {
                 _ => {}
             }
         }
-        let room = peer.room;
         self.flush_writes(id);
         for event in events {
             self.event(now, id, event);
@@ -897,50 +1106,86 @@ impl Endpoint {
             self.forward(now, id, media);
         }
         if wants_keyframe {
-            self.request_keyframe(now, room);
+            self.subscriber_wants_keyframe(now, id);
         }
         if !nacked.is_empty() {
-            self.retransmit(now, id, room, &nacked);
+            self.retransmit(now, id, &nacked);
         }
     }
 
-    /// Answers a subscriber's NACKs from its publisher's retransmission buffer.
-    fn retransmit(&mut self, now: Instant, subscriber: PeerId, room: i64, nacked: &[(u32, u16)]) {
-        let Some(publisher) = self.rooms.get(&room).and_then(|r| r.publisher) else {
-            return;
-        };
-        let mut copies = Vec::with_capacity(nacked.len());
-        if let Some(Peer {
-            role: Role::Publisher { video_history, .. },
-            ..
-        }) = self.peers.get(&publisher)
-        {
-            for &(ssrc, seq) in nacked {
-                if let Some(packet) = video_history.get(seq) {
-                    copies.push((ssrc, packet.clone()));
-                }
-            }
-        }
+    /// Answers a subscriber's NACKs from its publisher's retransmission buffers.
+    fn retransmit(&mut self, now: Instant, subscriber: PeerId, nacked: &[(u32, u16)]) {
         let Some(Peer {
-            pc,
-            role: Role::Subscriber { outgoing },
+            role:
+                Role::Subscriber {
+                    publisher,
+                    outgoing,
+                },
             ..
-        }) = self.peers.get_mut(&subscriber)
+        }) = self.peers.get(&subscriber)
         else {
             return;
         };
-        for (ssrc, mut packet) in copies {
-            let Some(out) = outgoing
-                .iter()
-                .find(|o| o.ssrc == ssrc && o.kind == RtpCodecKind::Video)
+        let Some(Peer {
+            role: Role::Publisher(publishing),
+            ..
+        }) = self.peers.get(publisher)
+        else {
+            return;
+        };
+        let Some(video) = publishing.video() else {
+            return;
+        };
+        let Some((index, out)) = outgoing
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.kind == RtpCodecKind::Video)
+        else {
+            return;
+        };
+        let Some(selector) = &out.layers else {
+            return;
+        };
+        // Each NACKed number the subscriber saw, once, as the publisher's number on its layer.
+        let mut asked: Vec<u16> = nacked
+            .iter()
+            .filter(|(ssrc, _)| *ssrc == out.ssrc)
+            .map(|(_, seq)| *seq)
+            .collect();
+        asked.sort_unstable();
+        asked.dedup();
+        asked.truncate(RETRANSMITS_PER_SECOND as usize);
+        let mut copies = Vec::with_capacity(asked.len());
+        for seq in asked {
+            let Some((layer, original)) = selector.original(seq) else {
+                continue;
+            };
+            let Some(packet) = video
+                .layer(layer)
+                .and_then(|l| l.history.as_ref())
+                .and_then(|h| h.get(original))
             else {
                 continue;
             };
-            packet.header.ssrc = out.ssrc;
-            packet.header.payload_type = out.payload_type;
-            if let Some(mut sender) = pc.rtp_sender(out.sender)
-                && sender.write_rtp(now, packet).is_ok()
-            {
+            let mut copy = packet.clone();
+            copy.header.ssrc = out.ssrc;
+            copy.header.payload_type = out.payload_type;
+            copy.header.sequence_number = seq;
+            copy.header.timestamp = selector.timestamp(copy.header.timestamp);
+            copies.push(copy);
+        }
+        let Some(peer) = self.peers.get_mut(&subscriber) else {
+            return;
+        };
+        let Role::Subscriber { outgoing, .. } = &peer.role else {
+            return;
+        };
+        let sender = outgoing[index].sender;
+        for copy in copies {
+            if !peer.resends.take(now, RETRANSMITS_PER_SECOND) {
+                break;
+            }
+            if send(&mut peer.pc, now, sender, copy) {
                 self.stats.retransmitted_rtp += 1;
             }
         }
@@ -955,11 +1200,9 @@ impl Endpoint {
                         return;
                     };
                     peer.connected = true;
-                    let room = peer.room;
-                    tracing::debug!(room, user = peer.user, "media connected");
+                    tracing::debug!(room = peer.room, user = peer.user, "media connected");
                     if matches!(peer.role, Role::Subscriber { .. }) {
-                        // A new viewer needs a keyframe to start decoding.
-                        self.request_keyframe(now, room);
+                        self.start_subscriber(now, id);
                     }
                 }
                 RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
@@ -968,18 +1211,108 @@ impl Endpoint {
                 _ => {}
             },
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.track_opened(now, id, init.receiver_id, init.track_id, init.ssrc);
+                self.track_opened(
+                    now,
+                    id,
+                    init.receiver_id,
+                    init.track_id,
+                    init.ssrc,
+                    init.rid,
+                );
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
                 if let Some(Peer {
-                    role: Role::Publisher { tracks, .. },
+                    role: Role::Publisher(publishing),
                     ..
                 }) = self.peers.get_mut(&id)
                 {
-                    tracks.retain(|t| t.id != track_id);
+                    publishing.tracks.retain(|t| t.id != track_id);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A subscriber just connected: it gets the publisher's kept keyframe and what followed at
+    /// once when that is short, or else the publisher is asked for a keyframe.
+    fn start_subscriber(&mut self, now: Instant, id: PeerId) {
+        let Some(Peer {
+            role: Role::Subscriber { publisher, .. },
+            ..
+        }) = self.peers.get(&id)
+        else {
+            return;
+        };
+        let publisher = *publisher;
+        // A subscriber and its publisher are two different peers, so the keys never overlap
+        // (the one case `get_disjoint_mut` panics on).
+        let [Some(sub), Some(publ)] = self.peers.get_disjoint_mut([&id, &publisher]) else {
+            return;
+        };
+        let (Role::Subscriber { outgoing, .. }, Role::Publisher(publishing)) =
+            (&mut sub.role, &publ.role)
+        else {
+            return;
+        };
+        let Some(out) = outgoing.iter_mut().find(|o| o.kind == RtpCodecKind::Video) else {
+            return;
+        };
+        let (sender, ssrc, payload_type) = (out.sender, out.ssrc, out.payload_type);
+        let Some(selector) = &mut out.layers else {
+            return;
+        };
+        let Some(layer) = selector.retarget(&publishing.active) else {
+            return; // no video layer active yet: asked for when one is
+        };
+        let kept = publishing
+            .video()
+            .and_then(|t| t.layer(layer))
+            .and_then(|l| l.history.as_ref())
+            .and_then(|h| h.since_keyframe(KEYFRAME_BURST_PACKETS))
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= KEYFRAME_BURST_AGE);
+        let Some((_, packets)) = kept else {
+            self.request_keyframe(now, publisher, layer);
+            return;
+        };
+        selector.start_on(layer);
+        for packet in packets {
+            let h = &packet.header;
+            if let Verdict::Forward { seq, ts } =
+                selector.packet(now, layer, h.sequence_number, h.timestamp, false)
+            {
+                let mut copy = packet.clone();
+                copy.header.ssrc = ssrc;
+                copy.header.payload_type = payload_type;
+                copy.header.sequence_number = seq;
+                copy.header.timestamp = ts;
+                if send(&mut sub.pc, now, sender, copy) {
+                    self.stats.forwarded_rtp += 1;
+                }
+            }
+        }
+        self.stats.keyframe_bursts += 1;
+        self.flush_writes(id);
+    }
+
+    /// A player lost pictures (PLI/FIR): ask for a keyframe of the layer it gets.
+    fn subscriber_wants_keyframe(&mut self, now: Instant, id: PeerId) {
+        let Some(Peer {
+            role:
+                Role::Subscriber {
+                    publisher,
+                    outgoing,
+                },
+            ..
+        }) = self.peers.get(&id)
+        else {
+            return;
+        };
+        let layer = outgoing
+            .iter()
+            .find_map(|o| o.layers.as_ref())
+            .and_then(LayerSelector::wanted);
+        if let Some(layer) = layer {
+            self.request_keyframe(now, *publisher, layer);
         }
     }
 
@@ -990,6 +1323,7 @@ impl Endpoint {
         receiver: RTCRtpReceiverId,
         track_id: String,
         ssrc: u32,
+        rid: Option<String>,
     ) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -1003,32 +1337,48 @@ impl Endpoint {
         let Some(codec) = track.codec(ssrc).cloned() else {
             return;
         };
-        let Role::Publisher {
-            tracks, recorder, ..
-        } = &mut peer.role
-        else {
+        let Role::Publisher(publishing) = &mut peer.role else {
             return;
         };
-        // Simulcast layers open one by one on the same track; the first one of a kind is used.
-        if tracks.iter().any(|t| t.kind == kind) {
-            return;
-        }
-        if let Some(recorder) = recorder {
-            recorder.codec(record_kind(kind), &codec.mime_type, codec.clock_rate);
-        }
-        tracing::info!(room, user, kind = kind_name(kind), codec = %codec.mime_type, "publishing");
-        tracks.push(Track {
-            id: track_id,
-            receiver,
-            kind,
+        let layer = Layer {
             ssrc,
-            codec,
-        });
-        let infos = tracks
+            history: (kind == RtpCodecKind::Video).then(RetransmitBuffer::new),
+        };
+        match publishing.tracks.iter_mut().find(|t| t.kind == kind) {
+            // Simulcast layers open one by one on the same track.
+            Some(existing) if existing.id == track_id => {
+                if existing.layer(ssrc).is_some() {
+                    return;
+                }
+                existing.layers.push(layer);
+            }
+            // One track of each kind is forwarded.
+            Some(_) => return,
+            None => {
+                if let Some(recorder) = &publishing.recorder {
+                    recorder.codec(record_kind(kind), &codec.mime_type, codec.clock_rate);
+                }
+                tracing::info!(room, user, kind = kind_name(kind), codec = %codec.mime_type, "publishing");
+                publishing.tracks.push(Track {
+                    id: track_id,
+                    receiver,
+                    kind,
+                    video: VideoCodec::from_mime(&codec.mime_type),
+                    codec,
+                    layers: vec![layer],
+                });
+            }
+        }
+        if kind == RtpCodecKind::Video {
+            publishing.ranking.add(ssrc, rid.as_deref());
+        }
+        let tracks = publishing
+            .tracks
             .iter()
             .map(|t| TrackInfo {
                 kind: kind_name(t.kind),
                 codec: t.codec.mime_type.clone(),
+                layers: t.layers.len(),
             })
             .collect();
         // No keyframe request here: an encoder starts with one, and a request now would hold
@@ -1036,75 +1386,111 @@ impl Endpoint {
         let _ = self.events.send(MediaEvent::Publishing {
             room,
             user,
-            tracks: infos,
+            role: publishing.role,
+            tracks,
         });
     }
 
-    /// Forwards a publisher's packets to the room's connected subscribers.
+    /// Forwards a publisher's packets to its connected subscribers (and its recording).
     fn forward(&mut self, now: Instant, publisher: PeerId, media: Vec<(String, rtp::Packet)>) {
         let Some(Peer {
-            room,
-            role:
-                Role::Publisher {
-                    tracks,
-                    recorder,
-                    video_history,
-                    ..
-                },
+            role: Role::Publisher(publishing),
             ..
         }) = self.peers.get_mut(&publisher)
         else {
             return;
         };
-        let room = *room;
-        let mut packets: Vec<(RtpCodecKind, rtp::Packet)> = Vec::with_capacity(media.len());
+        // (kind, layer, starts a keyframe, packet)
+        let mut packets: Vec<(RtpCodecKind, u32, bool, rtp::Packet)> =
+            Vec::with_capacity(media.len());
+        let mut new_layer = false;
         for (track_id, mut packet) in media {
-            let Some(track) = tracks.iter().find(|t| t.id == track_id) else {
+            let Some(track) = publishing.tracks.iter_mut().find(|t| t.id == track_id) else {
                 continue;
             };
-            if packet.header.ssrc != track.ssrc {
-                continue; // another simulcast layer
-            }
-            if let Some(recorder) = recorder {
-                recorder.packet(now, record_kind(track.kind), &packet);
-            }
+            let ssrc = packet.header.ssrc;
+            let Some(layer) = track.layers.iter_mut().find(|l| l.ssrc == ssrc) else {
+                continue; // a layer not opened yet
+            };
             // Each subscriber negotiated its own extension ids: send none.
             packet.header.extension = false;
             packet.header.extensions.clear();
             packet.header.extension_profile = 0;
             packet.header.extensions_padding = 0;
-            if track.kind == RtpCodecKind::Video {
-                video_history.push(&packet);
+            let mut key = false;
+            if let Some(history) = &mut layer.history {
+                key = track.video.starts_keyframe(&packet.payload);
+                history.push(now, &packet, key);
+                publishing.ranking.packet(now, ssrc, packet.payload.len());
+                // Padding (a paused layer's) is no news of a layer.
+                new_layer |= !packet.payload.is_empty() && !publishing.active.contains(&ssrc);
             }
-            packets.push((track.kind, packet));
+            packets.push((track.kind, ssrc, key, packet));
         }
         self.stats.received_rtp += packets.len() as u64;
-        let Some(room_media) = self.rooms.get(&room) else {
+        // A layer's first packet (usually a keyframe) is ranked before it is forwarded, so the
+        // recording and the players waiting for that layer start on it.
+        if new_layer {
+            self.rank_layers(now, publisher);
+        }
+        if let Some(Peer {
+            role: Role::Publisher(publishing),
+            ..
+        }) = self.peers.get_mut(&publisher)
+            && let Some(recorder) = &publishing.recorder
+        {
+            for (kind, layer, key, packet) in &packets {
+                if *kind != RtpCodecKind::Video {
+                    recorder.packet(now, TrackKind::Audio, packet);
+                    continue;
+                }
+                let h = &packet.header;
+                if let Verdict::Forward { seq, ts } = publishing.recorded_layer.packet(
+                    now,
+                    *layer,
+                    h.sequence_number,
+                    h.timestamp,
+                    *key,
+                ) {
+                    let mut copy = packet.clone();
+                    copy.header.sequence_number = seq;
+                    copy.header.timestamp = ts;
+                    recorder.packet(now, TrackKind::Video, &copy);
+                }
+            }
+        }
+        let Some(audience) = self.audiences.get(&publisher) else {
             return;
         };
-        for &subscriber in &room_media.subscribers {
+        for &subscriber in audience {
             let Some(peer) = self.peers.get_mut(&subscriber) else {
                 continue;
             };
             if !peer.connected {
                 continue;
             }
-            let Role::Subscriber { outgoing } = &peer.role else {
+            let Role::Subscriber { outgoing, .. } = &mut peer.role else {
                 continue;
             };
-            for (kind, packet) in &packets {
-                let Some(out) = outgoing.iter().find(|o| o.kind == *kind) else {
+            for (kind, layer, key, packet) in &packets {
+                let Some(out) = outgoing.iter_mut().find(|o| o.kind == *kind) else {
                     continue;
                 };
                 let mut copy = packet.clone();
+                if let Some(selector) = &mut out.layers {
+                    let h = &packet.header;
+                    match selector.packet(now, *layer, h.sequence_number, h.timestamp, *key) {
+                        Verdict::Drop => continue,
+                        Verdict::Forward { seq, ts } => {
+                            copy.header.sequence_number = seq;
+                            copy.header.timestamp = ts;
+                        }
+                    }
+                }
                 copy.header.ssrc = out.ssrc;
                 copy.header.payload_type = out.payload_type;
-                let sender = out.sender;
-                if let Some(mut sender) = peer.pc.rtp_sender(sender) {
-                    match sender.write_rtp(now, copy) {
-                        Ok(()) => self.stats.forwarded_rtp += 1,
-                        Err(e) => tracing::trace!(error = %e, "forwarding"),
-                    }
+                if send(&mut peer.pc, now, out.sender, copy) {
+                    self.stats.forwarded_rtp += 1;
                 }
             }
             while let Some(datagram) = peer.pc.poll_write() {
@@ -1115,47 +1501,96 @@ impl Endpoint {
         }
     }
 
-    /// Asks the room's publisher for a keyframe, at most once per second.
-    fn request_keyframe(&mut self, now: Instant, room: i64) {
-        let Some(publisher) = self.rooms.get(&room).and_then(|r| r.publisher) else {
-            return;
-        };
-        let Some(peer) = self.peers.get_mut(&publisher) else {
-            return;
-        };
-        let Role::Publisher {
-            tracks, keyframes, ..
-        } = &mut peer.role
+    /// Looks at which of a publisher's layers are active; when that changed, moves its
+    /// subscribers (and its recording) to the layers that now fit, asking for keyframes.
+    fn rank_layers(&mut self, now: Instant, publisher: PeerId) {
+        let Some(Peer {
+            role: Role::Publisher(publishing),
+            ..
+        }) = self.peers.get_mut(&publisher)
         else {
             return;
         };
-        if keyframes.request(now) {
-            Self::send_pli(&mut peer.pc, now, tracks);
+        if publishing.ranking.len() == 0 {
+            return;
+        }
+        let active = publishing.ranking.active(now);
+        if active == publishing.active {
+            return;
+        }
+        let mut wanted: Vec<u32> = Vec::new();
+        if publishing.recorder.is_some() {
+            wanted.extend(publishing.recorded_layer.retarget(&active));
+        }
+        publishing.active = active.clone();
+        let active = &active;
+        for subscriber in self.audiences.get(&publisher).into_iter().flatten() {
+            let Some(Peer {
+                role: Role::Subscriber { outgoing, .. },
+                connected: true,
+                ..
+            }) = self.peers.get_mut(subscriber)
+            else {
+                continue;
+            };
+            for selector in outgoing.iter_mut().filter_map(|o| o.layers.as_mut()) {
+                wanted.extend(selector.retarget(active));
+            }
+        }
+        for layer in wanted {
+            self.request_keyframe(now, publisher, layer);
+        }
+    }
+
+    /// Asks a publisher for a keyframe of `layer`, at most once per second in all.
+    fn request_keyframe(&mut self, now: Instant, publisher: PeerId, layer: u32) {
+        let Some(peer) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let Role::Publisher(publishing) = &mut peer.role else {
+            return;
+        };
+        if !publishing.keyframe_layers.contains(&layer) {
+            publishing.keyframe_layers.push(layer);
+        }
+        if publishing.keyframes.request(now) {
+            Self::send_pli(&mut peer.pc, now, publishing);
             self.stats.keyframe_requests += 1;
             self.flush_writes(publisher);
         }
     }
 
-    /// Asks a publisher for a keyframe on each of its video tracks.
-    fn send_pli(pc: &mut RTCPeerConnection, now: Instant, tracks: &[Track]) {
-        for track in tracks.iter().filter(|t| t.kind == RtpCodecKind::Video) {
-            if let Some(mut receiver) = pc.rtp_receiver(track.receiver) {
-                let _ = receiver.write_rtcp(
-                    now,
-                    vec![Box::new(PictureLossIndication {
-                        sender_ssrc: 0,
-                        media_ssrc: track.ssrc,
-                    })],
-                );
-            }
+    /// Asks a publisher for a keyframe on each layer someone waits for.
+    fn send_pli(pc: &mut RTCPeerConnection, now: Instant, publishing: &mut Publishing) {
+        let layers = std::mem::take(&mut publishing.keyframe_layers);
+        let Some(video) = publishing.video() else {
+            return;
+        };
+        let Some(mut receiver) = pc.rtp_receiver(video.receiver) else {
+            return;
+        };
+        let requests = layers
+            .into_iter()
+            .filter(|ssrc| video.layer(*ssrc).is_some())
+            .map(|media_ssrc| {
+                Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                }) as Box<dyn rtc::rtcp::Packet>
+            })
+            .collect::<Vec<_>>();
+        if !requests.is_empty() {
+            let _ = receiver.write_rtcp(now, requests);
         }
     }
 
-    /// Runs due timers, sends kept keyframe requests, drops connections that never connected.
+    /// Runs due timers, sends kept keyframe requests, ranks layers, drops connections that
+    /// never connected.
     fn timers(&mut self, now: Instant) {
         let mut due = Vec::new();
         let mut stale = Vec::new();
         let mut keyframes_due = Vec::new();
+        let mut publishers = Vec::new();
         for (&id, peer) in &mut self.peers {
             if peer.deadline.is_some_and(|d| d <= now) {
                 due.push(id);
@@ -1163,10 +1598,11 @@ impl Endpoint {
             if !peer.connected && now.duration_since(peer.created) > self.config.connect_timeout {
                 stale.push(id);
             }
-            if let Role::Publisher { keyframes, .. } = &mut peer.role
-                && keyframes.poll(now)
-            {
-                keyframes_due.push(id);
+            if let Role::Publisher(publishing) = &mut peer.role {
+                publishers.push(id);
+                if publishing.keyframes.poll(now) {
+                    keyframes_due.push(id);
+                }
             }
         }
         for id in due {
@@ -1178,12 +1614,19 @@ impl Endpoint {
         }
         for id in keyframes_due {
             if let Some(peer) = self.peers.get_mut(&id)
-                && let Role::Publisher { tracks, .. } = &peer.role
+                && let Role::Publisher(publishing) = &mut peer.role
             {
-                Self::send_pli(&mut peer.pc, now, tracks);
+                Self::send_pli(&mut peer.pc, now, publishing);
                 self.stats.keyframe_requests += 1;
             }
             self.flush_writes(id);
+        }
+        if now >= self.next_rank {
+            self.next_rank = now + RANK_EVERY;
+            for id in publishers {
+                self.current = Some(id);
+                self.rank_layers(now, id);
+            }
         }
         for id in stale {
             self.remove(id, "never connected");

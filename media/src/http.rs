@@ -17,8 +17,9 @@ use foundation::{ApiError, AppState, ErrorCode};
 use serde::Deserialize;
 
 use crate::access::{Intent, RoomAccess};
-use crate::endpoint::{Media, SessionKind};
+use crate::endpoint::{Media, OpenRequest, SessionKind};
 use crate::replays::Replays;
+use crate::simulcast::Quality;
 
 /// Largest SDP offer accepted (browsers send a few KB; simulcast offers stay well below this).
 const MAX_OFFER_BYTES: usize = 64 * 1024;
@@ -61,6 +62,22 @@ struct MediaRoutes {
 #[derive(Debug, Default, Deserialize)]
 struct WhipQuery {
     record: Option<bool>,
+}
+
+/// `POST /whep/{room}?publisher={user id}&layer=low|medium|high`: whom to play (the main
+/// publisher by default) and which simulcast layer fits (the best by default).
+#[derive(Debug, Default, Deserialize)]
+struct WhepQuery {
+    publisher: Option<i64>,
+    layer: Option<Quality>,
+}
+
+/// What a session asks for beyond its kind.
+#[derive(Debug, Default)]
+struct SessionOptions {
+    record: bool,
+    publisher: Option<i64>,
+    quality: Quality,
 }
 
 /// The WHIP/WHEP routes, and `GET /api/v1/media/stats` for administrators.
@@ -119,7 +136,7 @@ async fn open(
     kind: SessionKind,
     principal: foundation::identity::Principal,
     room: i64,
-    record: bool,
+    options: SessionOptions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -129,10 +146,23 @@ async fn open(
         SessionKind::Play => Intent::Play,
     };
     let info = routes.access.authorize(&principal, room, intent).await?;
-    let record = kind == SessionKind::Publish && (record || info.always_recorded);
+    // Guests (on stage, an examinee's webcam) are not recorded: the replay is the main
+    // publisher's.
+    let record = kind == SessionKind::Publish
+        && info.publish_as == crate::PublishAs::Main
+        && (options.record || info.always_recorded);
     let answer = routes
         .media
-        .open(kind, room, principal.account_id, offer, record)
+        .open(OpenRequest {
+            kind,
+            room,
+            user: principal.account_id,
+            offer,
+            record,
+            publish_as: info.publish_as,
+            publisher: options.publisher,
+            quality: options.quality,
+        })
         .await?;
     if let Some(dir) = &answer.recording {
         routes
@@ -168,19 +198,23 @@ async fn open(
 
 async fn whip(
     Extension(routes): Extension<MediaRoutes>,
-    CurrentUser(principal): CurrentUser,
+    user: Result<CurrentUser, ApiError>,
     ApiPath(room): ApiPath<i64>,
     ApiQuery(query): ApiQuery<WhipQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let record = query.record.unwrap_or(false);
+    let principal = publisher(&routes, user, room, &headers).await?;
+    let options = SessionOptions {
+        record: query.record.unwrap_or(false),
+        ..SessionOptions::default()
+    };
     open(
         routes,
         SessionKind::Publish,
         principal,
         room,
-        record,
+        options,
         headers,
         body,
     )
@@ -191,15 +225,21 @@ async fn whep(
     Extension(routes): Extension<MediaRoutes>,
     CurrentUser(principal): CurrentUser,
     ApiPath(room): ApiPath<i64>,
+    ApiQuery(query): ApiQuery<WhepQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let options = SessionOptions {
+        publisher: query.publisher,
+        quality: query.layer.unwrap_or_default(),
+        ..SessionOptions::default()
+    };
     open(
         routes,
         SessionKind::Play,
         principal,
         room,
-        false,
+        options,
         headers,
         body,
     )
@@ -221,10 +261,44 @@ async fn end(
 
 async fn end_whip(
     Extension(routes): Extension<MediaRoutes>,
-    CurrentUser(principal): CurrentUser,
+    user: Result<CurrentUser, ApiError>,
     ApiPath(path): ApiPath<(i64, String)>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    let principal = publisher(&routes, user, path.0, &headers).await?;
     end(routes, SessionKind::Publish, principal, path).await
+}
+
+/// Who a WHIP request publishes as: with `Authorization: Bearer lcsk_…` the account of the
+/// room's stream key (OBS Studio; 401 `invalid_stream_key` for any other key, before the offer
+/// is looked at), else the session's user. A key counts on WHIP only: everywhere else
+/// `CurrentUser` refuses it as an unknown token.
+async fn publisher(
+    routes: &MediaRoutes,
+    user: Result<CurrentUser, ApiError>,
+    room: i64,
+    headers: &HeaderMap,
+) -> Result<foundation::identity::Principal, ApiError> {
+    match stream_key(headers) {
+        Some(key) => routes
+            .access
+            .stream_key_principal(room, key)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidStreamKey)),
+        None => user.map(|CurrentUser(principal)| principal),
+    }
+}
+
+/// The stream key of a request's `Authorization: Bearer` header, if it carries one.
+fn stream_key(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    token
+        .starts_with(crate::access::STREAM_KEY_PREFIX)
+        .then_some(token)
 }
 
 async fn end_whep(

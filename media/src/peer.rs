@@ -126,8 +126,9 @@ fn media_engine() -> RtcResult<MediaEngine> {
 pub(crate) enum PeerKind {
     /// Sends media in: the library asks it for lost packets (NACK generator) and reports.
     Publisher,
-    /// Receives media: RTCP reports only; its NACKs are answered by the endpoint from the
-    /// publisher's one retransmission buffer, not from a copy per subscriber connection.
+    /// Receives media: RTCP reports, and its feedback (PLI, FIR, NACK) handed to the endpoint
+    /// (`crate::feedback`), which answers NACKs from the publisher's one retransmission buffer,
+    /// not from a copy per subscriber connection.
     Subscriber,
 }
 
@@ -142,7 +143,10 @@ pub(crate) fn new_peer_connection(
         PeerKind::Publisher => register_default_interceptors(Registry::new(), &mut engine)?,
         PeerKind::Subscriber => {
             configure_simulcast_extension_headers(&mut engine)?;
-            configure_rtcp_reports(Registry::new())
+            configure_rtcp_reports(Registry::new()).with(
+                rtc::interceptor::Slot::from(crate::feedback::FEEDBACK_SLOT),
+                crate::feedback::DeliverFeedback::default(),
+            )
         }
     };
     let settings = SettingEngineBuilder::new()

@@ -21,11 +21,15 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::hub::Hub;
 use crate::protocol::MemberRole;
 use crate::store::{RoomKind, RoomRecord};
+use crate::stream_keys;
 use crate::words::{WordAction, WordFilter};
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(create_room, get_room, list_rooms, get_words, put_words),
+    paths(create_room, get_room, list_rooms, get_words, put_words,
+          crate::stream_keys::create_stream_key, crate::stream_keys::get_stream_key,
+          crate::stream_keys::delete_stream_key, crate::stage::get_stage,
+          crate::stage::invite, crate::stage::end),
     components(schemas(RoomKind)),
     tags((name = "rooms", description = "Live rooms; their real-time channel is the WebSocket at /ws (docs/protocol.md)"))
 )]
@@ -37,6 +41,13 @@ pub fn router(hub: Arc<Hub>) -> Router<AppState> {
         .route("/ws", get(websocket))
         .route("/api/v1/rooms", get(list_rooms).post(create_room))
         .route("/api/v1/rooms/{id}", get(get_room))
+        .route(
+            "/api/v1/rooms/{id}/stream-key",
+            get(stream_keys::get_stream_key)
+                .post(stream_keys::create_stream_key)
+                .delete(stream_keys::delete_stream_key),
+        )
+        .merge(crate::stage::routes())
         .route(
             "/api/v1/admin/sensitive-words",
             get(get_words).put(put_words),

@@ -73,13 +73,22 @@ pub struct Hub {
     node: u64,
     /// What is published in rooms whose media this node serves, so a room task started later
     /// (after an idle unload) still knows.
-    media: Mutex<HashMap<RoomId, RoomMedia>>,
+    media: Mutex<HashMap<RoomId, Vec<RoomMedia>>>,
+    /// The stages of live classes (`crate::stage`).
+    pub(crate) stage: Arc<crate::stage::Stage>,
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub").finish_non_exhaustive()
     }
+}
+
+/// Who may publish media in a room (WHIP) and manage its stream key: the host; in a live class
+/// also the class's instructors.
+pub fn may_publish(role: MemberRole, kind: crate::store::RoomKind) -> bool {
+    role == MemberRole::Host
+        || (role == MemberRole::Instructor && kind == crate::store::RoomKind::LiveClass)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -102,6 +111,7 @@ impl Hub {
             connections: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             media: Mutex::new(HashMap::new()),
+            stage: Arc::default(),
             node: u64::from_le_bytes(foundation::crypto::random_bytes::<8>()),
             app,
         });
@@ -117,6 +127,10 @@ impl Hub {
             }
         });
         Ok(hub)
+    }
+
+    pub(crate) fn app(&self) -> &AppState {
+        &self.app
     }
 
     pub fn store(&self) -> &RoomStore {
@@ -170,13 +184,13 @@ impl Hub {
         lock(&self.rooms).contains_key(&room)
     }
 
-    /// Which role `principal` has in `record`'s room, or not found when they may not enter.
-    /// The media endpoint's news: announce in the room what its publisher sends now.
-    pub async fn announce_media(&self, room: RoomId, media: Option<RoomMedia>) {
-        match &media {
-            Some(m) => lock(&self.media).insert(room, m.clone()),
-            None => lock(&self.media).remove(&room),
-        };
+    /// The media endpoint's news: announce in the room everyone who publishes now, main first.
+    pub async fn announce_media(&self, room: RoomId, media: Vec<RoomMedia>) {
+        if media.is_empty() {
+            lock(&self.media).remove(&room);
+        } else {
+            lock(&self.media).insert(room, media.clone());
+        }
         match self.room(room).await {
             Ok(handle) => {
                 let _ = handle.commands.send(RoomCommand::Media(media)).await;
@@ -214,6 +228,16 @@ impl Hub {
         let record = self.record(room).await?;
         let role = self.role_in(principal, &record).await?;
         Ok((role, record.kind, record.class_id))
+    }
+
+    /// The account a stream key publishes as in `room` (`crate::stream_keys`): `Some` only for
+    /// the room's active key. Whether that account may still publish is the caller's check.
+    pub async fn stream_key_principal(
+        &self,
+        room: RoomId,
+        key: &str,
+    ) -> Result<Option<Principal>, ApiError> {
+        crate::stream_keys::principal(&self.app, room, key).await
     }
 
     /// Whether `principal` may see `class` (its organisation scope).
@@ -297,9 +321,7 @@ impl Hub {
         rooms.insert(id, handle.clone());
         if let Some(media) = lock(&self.media).get(&id) {
             // The channel is new and empty: this cannot be full.
-            let _ = handle
-                .commands
-                .try_send(RoomCommand::Media(Some(media.clone())));
+            let _ = handle.commands.try_send(RoomCommand::Media(media.clone()));
         }
         let deps = RoomDeps {
             store: self.store.clone(),
@@ -309,6 +331,7 @@ impl Hub {
             words: self.words.read().unwrap_or_else(|e| e.into_inner()).clone(),
             bus: self.app.bus.clone(),
             node: self.node,
+            stage: self.stage.clone(),
         };
         tokio::spawn(task::run(record, rx, deps));
         Ok(handle)

@@ -7,15 +7,19 @@
 //! - [`hub`]: room lookup, authorisation, session ends, the per-socket loop.
 //! - [`virtual_conn`]: in-process viewers without a socket (commerce's buyer bots).
 //! - [`store`]: rooms, the chat log (batched writes), the word list.
+//! - [`stage`]: the stage of a live class (trainees invited to publish next to the instructor).
+//! - [`stream_keys`]: per-room stream keys for OBS Studio's WHIP output.
 //! - [`words`]: the sensitive-word filter.
-//! - [`http`]: `/ws`, the rooms API, the word-list API.
+//! - [`http`]: `/ws`, the rooms API (with the stream-key routes), the word-list API.
 
 pub mod http;
 pub mod hub;
 pub mod protocol;
 pub mod queue;
 pub mod room;
+pub mod stage;
 pub mod store;
+pub mod stream_keys;
 pub mod virtual_conn;
 pub mod words;
 

@@ -179,9 +179,17 @@ pub enum RoomEvent {
     UserUnmuted {
         user: UserId,
     },
-    /// Someone started or stopped publishing audio and video (`media: null`: nobody publishes).
+    /// Someone started or stopped publishing audio and video. `media` is the main publisher
+    /// (the host, or the class's instructor; `null`: none), `publishers` everyone publishing,
+    /// main first, then guests (trainees on stage, a proctoring room's examinees) as they came.
     MediaChanged {
         media: Option<RoomMedia>,
+        #[serde(default)]
+        publishers: Vec<RoomMedia>,
+    },
+    /// Who is invited on the stage of a live class (they may publish as guests), oldest first.
+    StageChanged {
+        stage: Vec<UserRef>,
     },
     /// Presence in small rooms (large rooms only report counts).
     MemberJoined {
@@ -361,11 +369,25 @@ impl RoomEvent {
     }
 }
 
-/// What a room's publisher sends: play it with WHEP (`POST /whep/{room}`, docs/media.md).
+/// What one publisher sends: play it with WHEP (`POST /whep/{room}?publisher={id}`,
+/// docs/media.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub struct RoomMedia {
     pub publisher: UserId,
     pub tracks: Vec<MediaTrack>,
+    #[serde(default)]
+    pub role: PublisherRole,
+}
+
+/// In which capacity someone publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum PublisherRole {
+    /// The host, or a live class's instructor.
+    #[default]
+    Main,
+    /// A trainee on stage, or an examinee's webcam.
+    Guest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
@@ -374,6 +396,13 @@ pub struct MediaTrack {
     pub kind: String,
     /// MIME type, e.g. `video/VP8`.
     pub codec: String,
+    /// Simulcast layers (1 without simulcast); WHEP's `layer=low|medium|high` picks one.
+    #[serde(default = "one_layer")]
+    pub layers: u8,
+}
+
+fn one_layer() -> u8 {
+    1
 }
 
 /// The state of a room as a newcomer (or a client that missed too much) needs it.
@@ -393,8 +422,11 @@ pub struct RoomSnapshot {
     pub recent_chat: Vec<ChatMessage>,
     /// Everyone present, for small rooms; `null` for large ones.
     pub members: Option<Vec<UserRef>>,
-    /// What is being published now, if anything.
+    /// The main publisher now, if any.
     pub media: Option<RoomMedia>,
+    /// Everyone publishing now, main first.
+    #[serde(default)]
+    pub publishers: Vec<RoomMedia>,
 }
 
 /// A frame from the server.
@@ -500,6 +532,7 @@ pub fn typescript_bindings() -> String {
         MemberRole,
         ChatMessage,
         MediaTrack,
+        PublisherRole,
         RoomMedia,
         ProductCard,
         FlashSaleCard,

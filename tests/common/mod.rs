@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod rtc_peer;
 pub mod shop;
 
 use std::sync::Arc;

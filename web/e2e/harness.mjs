@@ -104,9 +104,13 @@ export async function api(page, method, url, body) {
   return { status: res.status(), body: text ? JSON.parse(text) : null }
 }
 
-/** Launches Chromium, runs every registered test, prints the tally and exits. */
-export function run() {
-  main().catch(async (e) => {
+/** Chromium's fake camera and microphone, allowed without asking (`run({ args: FAKE_MEDIA })`). */
+export const FAKE_MEDIA = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream']
+
+/** Launches Chromium (with `args` added to its flags), runs every registered test, prints the
+ *  tally and exits. */
+export function run({ args = [] } = {}) {
+  main(args).catch(async (e) => {
     console.error(e)
     await browser?.close().catch(() => {})
     console.log('0 passed, 1 failed')
@@ -114,7 +118,7 @@ export function run() {
   })
 }
 
-async function main() {
+async function main(extraArgs) {
   if (!DEMO_PASSWORD) {
     console.error('DEMO_PASSWORD is required (the password of the demo accounts).')
     console.log('0 passed, 1 failed')
@@ -128,7 +132,7 @@ async function main() {
   fs.mkdirSync(SCREENSHOT_DIR, { recursive: true })
   // launch() gives every run a fresh temporary profile that Playwright deletes on close;
   // contexts inside it are isolated like incognito.
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS })
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...extraArgs] })
   console.log(`# ${BASE_URL} · ${CHROMIUM} ${browser.version()} · screenshots in ${SCREENSHOT_DIR}`)
   let passed = 0
   let failed = 0

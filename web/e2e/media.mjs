@@ -2,7 +2,8 @@
 // publishes into a live room over WHIP and a classmate plays it over WHEP; the player must
 // report decoded video frames (getStats framesDecoded > 0) within a second of connecting.
 // Bad input gets its 4xx: a malformed offer, an offer without media, a wrong token, a classmate
-// publishing into someone else's room, playing a room nobody publishes to.
+// publishing into someone else's room, playing a room nobody publishes to. OBS's way in, a
+// room's stream key, publishes by WHIP too, and the room page's 「OBS 推流」 dialog makes one.
 //
 //   DEMO_PASSWORD=... [BASE_URL=http://127.0.0.1:18080] [CHROMIUM=/usr/bin/chromium] node media.mjs
 
@@ -225,6 +226,25 @@ async function main() {
     assert(stats.json.publishers === 0 && stats.json.subscribers === 0, `left behind: ${JSON.stringify(stats.json)}`)
   })
 
+  await test('OBS stream key: publishes by WHIP like OBS, a classmate plays it, DELETE with the key ends it', async () => {
+    const created = await api(`/api/v1/rooms/${room}/stream-key`, { token: host, method: 'POST' })
+    assert(created.status === 201 && created.json.key.startsWith('lcsk_'), `key: ${JSON.stringify(created)}`)
+    const key = created.json.bearer_token
+    const refused = await api('/api/v1/me', { token: key })
+    assert(refused.status === 401, `the key opened the API: ${refused.status}`)
+    const session = await hostPage.evaluate(publish, { room, token: key })
+    const r = await viewerPage.evaluate(play, { room, token: viewer })
+    assert(r.framesDecoded > 0 && r.audioPackets > 0, `playing the key's stream: ${JSON.stringify(r)}`)
+    const res = await fetch(BASE_URL + session.location, { method: 'DELETE', headers: { authorization: `Bearer ${key}` } })
+    assert(res.status === 200, `DELETE with the key: ${res.status}`)
+    const revoked = await api(`/api/v1/rooms/${room}/stream-key`, { token: host, method: 'DELETE' })
+    assert(revoked.status === 204, `revoke: ${revoked.status}`)
+    const again = await sdp(`/whip/${room}`, { token: key, body: 'v=0\r\n' })
+    assert(again.status === 401 && again.json.code === 'invalid_stream_key', `revoked key: ${JSON.stringify(again)}`)
+    const stats = await api('/api/v1/media/stats', { token: await login('admin') })
+    assert(stats.json.publishers === 0, `left behind: ${JSON.stringify(stats.json)}`)
+  })
+
   await test('a recorded live becomes a replay: listed, served with ranges, the right duration', async () => {
     const started = Date.now()
     const session = await hostPage.evaluate(publish, { room, token: host, query: '?record=true' })
@@ -336,6 +356,38 @@ async function main() {
     assert(stats.json.publishers === 0 && stats.json.subscribers === 0, `left behind: ${JSON.stringify(stats.json)}`)
     await hostCtx.close()
     await viewerCtx.close()
+  })
+
+  await test('room page: the host opens 「OBS 推流」 at phone width, generates a key once, and revokes it', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true })
+    const page = await ctx.newPage()
+    await page.goto(BASE_URL + '/login')
+    await page.getByTestId('login-username').fill('trainee01')
+    await page.getByTestId('login-password').fill(DEMO_PASSWORD)
+    await page.getByTestId('login-submit').click()
+    await page.waitForURL((url) => !url.pathname.startsWith('/login'))
+    await page.goto(`${BASE_URL}/rooms/${room}`)
+    await page.getByTestId('obs-open').click()
+    const dialog = page.getByTestId('obs-dialog')
+    await dialog.waitFor()
+    const server = await page.getByTestId('obs-server').inputValue()
+    assert(server === `${BASE_URL}/whip/${room}`, `server ${server}`)
+    await page.locator('[data-testid="obs-key-state"][data-active="false"]').waitFor()
+    await page.getByTestId('obs-create').click()
+    const key = await page.getByTestId('obs-key').inputValue()
+    assert(/^lcsk_[A-Za-z0-9_-]{43}$/.test(key), `key ${key}`)
+    const ok = await sdp(`/whip/${room}`, { token: key, body: 'v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n' })
+    assert(ok.status === 400 && ok.json.code === 'invalid_sdp', `the page's key: ${JSON.stringify(ok)}`)
+    const width = await page.evaluate(() => document.documentElement.scrollWidth)
+    assert(width <= 390, `the dialog overflows the phone: ${width}px`)
+    await page.screenshot({ path: `${process.env.SCREENSHOT_DIR || '.'}/media-obs-phone.png` })
+    await page.getByTestId('obs-revoke').click()
+    await page.getByTestId('obs-confirm-yes').click()
+    await page.locator('[data-testid="obs-key-state"][data-active="false"]').waitFor()
+    assert((await page.getByTestId('obs-key').count()) === 0, 'the key is still shown')
+    const gone = await sdp(`/whip/${room}`, { token: key, body: 'v=0\r\n' })
+    assert(gone.status === 401, `revoked in the page: ${JSON.stringify(gone)}`)
+    await ctx.close()
   })
 
   await browser.close()

@@ -108,8 +108,8 @@ pub enum Input {
         id: Option<u32>,
         msg: ClientMsg,
     },
-    /// The media endpoint says what the room's publisher sends now (`None`: nothing).
-    Media(Option<RoomMedia>),
+    /// Everyone publishing now (from the media endpoint), main first.
+    Media(Vec<RoomMedia>),
     /// An event another part of the node announces (commerce, teaching): numbered and
     /// delivered like any other, never dropped.
     Announce(RoomEvent),
@@ -255,7 +255,8 @@ pub struct RoomCore {
     history: VecDeque<Arc<Sequenced>>,
     recent_chat: VecDeque<ChatMessage>,
     pinned: Option<ChatMessage>,
-    media: Option<RoomMedia>,
+    /// Everyone publishing, main first.
+    media: Vec<RoomMedia>,
     conns: HashMap<ConnId, Member>,
     /// Connections per user: a person in two tabs counts once.
     users: HashMap<UserId, Presence>,
@@ -319,7 +320,7 @@ impl RoomCore {
             history: VecDeque::new(),
             recent_chat: VecDeque::new(),
             pinned: None,
-            media: None,
+            media: Vec::new(),
             conns: HashMap::new(),
             users: HashMap::new(),
             watched: HashMap::new(),
@@ -533,9 +534,10 @@ impl RoomCore {
             } => self.join(now, conn, user, role, last_seq),
             Input::Leave { conn } => self.leave(now, conn),
             Input::Client { conn, id, msg } => self.client(now, conn, id, msg),
-            Input::Media(media) => {
-                if media != self.media {
-                    self.emit(now, RoomEvent::MediaChanged { media }, None);
+            Input::Media(publishers) => {
+                if publishers != self.media {
+                    let media = main_publisher(&publishers);
+                    self.emit(now, RoomEvent::MediaChanged { media, publishers }, None);
                 }
             }
             Input::Announce(event) => self.emit(now, event, None),
@@ -555,7 +557,8 @@ impl RoomCore {
             host: self.host.clone(),
             pinned: self.pinned.clone(),
             recent_chat: self.recent_chat.iter().cloned().collect(),
-            media: self.media.clone(),
+            media: main_publisher(&self.media),
+            publishers: self.media.clone(),
             members: small.then(|| {
                 let mut seen = std::collections::HashSet::new();
                 self.conns
@@ -1071,7 +1074,7 @@ impl RoomCore {
             }
             RoomEvent::MessagePinned { message } => self.pinned = Some(message.clone()),
             RoomEvent::MessageUnpinned => self.pinned = None,
-            RoomEvent::MediaChanged { media } => self.media = media.clone(),
+            RoomEvent::MediaChanged { publishers, .. } => self.media = publishers.clone(),
             RoomEvent::UserMuted { user, until } => {
                 self.muted.insert(*user, *until);
             }
@@ -1080,6 +1083,7 @@ impl RoomCore {
             }
             RoomEvent::MemberJoined { .. }
             | RoomEvent::MemberLeft { .. }
+            | RoomEvent::StageChanged { .. }
             | RoomEvent::Commerce { .. } => {}
         }
         self.seq = seq;
@@ -1126,3 +1130,11 @@ impl RoomCore {
 #[cfg(test)]
 #[path = "core_tests.rs"]
 mod tests;
+
+/// The main publisher among `publishers`.
+fn main_publisher(publishers: &[RoomMedia]) -> Option<RoomMedia> {
+    publishers
+        .iter()
+        .find(|m| m.role == crate::protocol::PublisherRole::Main)
+        .cloned()
+}

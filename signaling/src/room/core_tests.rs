@@ -1,7 +1,7 @@
 //! The room's rules in virtual time.
 
 use super::*;
-use crate::protocol::MediaTrack;
+use crate::protocol::{MediaTrack, PublisherRole};
 use crate::room::core::Sequencing;
 use crate::words::WordAction;
 
@@ -727,37 +727,67 @@ fn media_changes_are_system_events_in_the_snapshot_and_not_repeated() {
     let mut r = room();
     join(&mut r, 0, 1, HOST, MemberRole::Host);
     join(&mut r, 0, 2, 2, MemberRole::Viewer);
+    let track = |layers| MediaTrack {
+        kind: "video".into(),
+        codec: "video/VP8".into(),
+        layers,
+    };
     let media = RoomMedia {
         publisher: HOST,
-        tracks: vec![MediaTrack {
-            kind: "video".into(),
-            codec: "video/VP8".into(),
-        }],
+        tracks: vec![track(3)],
+        role: PublisherRole::Main,
     };
-    r.handle(10, Input::Media(Some(media.clone())));
+    let guest = RoomMedia {
+        publisher: 2,
+        tracks: vec![track(1)],
+        role: PublisherRole::Guest,
+    };
+    r.handle(10, Input::Media(vec![media.clone()]));
     let out = drain(&mut r);
     let evs = events(&out);
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0].priority, Priority::System);
-    assert!(matches!(&evs[0].event, RoomEvent::MediaChanged { media: Some(m) } if *m == media));
+    assert!(matches!(
+        &evs[0].event,
+        RoomEvent::MediaChanged { media: Some(m), publishers } if *m == media && publishers.len() == 1
+    ));
     // The same news again changes nothing.
-    r.handle(20, Input::Media(Some(media.clone())));
+    r.handle(20, Input::Media(vec![media.clone()]));
     assert!(events(&drain(&mut r)).is_empty());
-    // A newcomer learns it from the snapshot.
-    let joined = join(&mut r, 30, 3, 3, MemberRole::Viewer);
-    let snapshot = joined.iter().find_map(|o| match o {
-        Output::Send {
-            msg: ServerMsg::Joined { state, .. },
-            ..
-        } => Some(state.clone()),
-        _ => None,
-    });
-    assert_eq!(snapshot.and_then(|s| s.media), Some(media));
-    r.handle(40, Input::Media(None));
+    // A guest joins the stage: the main publisher stays `media`.
+    let both = vec![media.clone(), guest.clone()];
+    r.handle(25, Input::Media(both.clone()));
     let out = drain(&mut r);
     assert!(matches!(
         &events(&out)[0].event,
-        RoomEvent::MediaChanged { media: None }
+        RoomEvent::MediaChanged { media: Some(m), publishers } if *m == media && *publishers == both
+    ));
+    // A newcomer learns it from the snapshot.
+    let joined = join(&mut r, 30, 3, 3, MemberRole::Viewer);
+    let snapshot = joined
+        .iter()
+        .find_map(|o| match o {
+            Output::Send {
+                msg: ServerMsg::Joined { state, .. },
+                ..
+            } => Some(state.clone()),
+            _ => None,
+        })
+        .expect("a snapshot");
+    assert_eq!(snapshot.media, Some(media));
+    assert_eq!(snapshot.publishers, both);
+    // Only the guest left: no main publisher, one publisher.
+    r.handle(35, Input::Media(vec![guest.clone()]));
+    let out = drain(&mut r);
+    assert!(matches!(
+        &events(&out)[0].event,
+        RoomEvent::MediaChanged { media: None, publishers } if *publishers == vec![guest.clone()]
+    ));
+    r.handle(40, Input::Media(Vec::new()));
+    let out = drain(&mut r);
+    assert!(matches!(
+        &events(&out)[0].event,
+        RoomEvent::MediaChanged { media: None, publishers } if publishers.is_empty()
     ));
 }
 

@@ -50,7 +50,7 @@ pub enum RoomCommand {
     },
     SetWords(Arc<WordFilter>),
     /// What the room's publisher sends now (from the media endpoint).
-    Media(Option<crate::protocol::RoomMedia>),
+    Media(Vec<crate::protocol::RoomMedia>),
     /// An event of another part of the node (commerce), to number and deliver.
     Announce(crate::protocol::RoomEvent),
     /// The counters now: viewers, and the current (or last) live session's peak and likes
@@ -108,6 +108,8 @@ pub struct RoomDeps {
     pub bus: Arc<dyn Bus>,
     /// This node's id in proposals, to recognise its own events coming back.
     pub node: u64,
+    /// The stages of live classes: emptied when the live ends.
+    pub stage: Arc<crate::stage::Stage>,
 }
 
 /// A proposal on the wire between nodes.
@@ -447,6 +449,15 @@ async fn flush(
             Output::LiveChanged { live, at, peak, .. } => {
                 if let Err(e) = deps.store.set_live(record.id, live, peak, at).await {
                     tracing::error!(room = record.id, error = %e, "could not store the live status");
+                }
+                // An invitation on stage lasts for one live only.
+                if !live && !deps.stage.clear(record.id).is_empty() {
+                    core.handle(
+                        now,
+                        Input::Announce(crate::protocol::RoomEvent::StageChanged {
+                            stage: Vec::new(),
+                        }),
+                    );
                 }
             }
         }

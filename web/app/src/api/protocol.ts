@@ -50,12 +50,22 @@ kind: string,
 /**
  * MIME type, e.g. `video/VP8`.
  */
-codec: string, };
+codec: string, 
+/**
+ * Simulcast layers (1 without simulcast); WHEP's `layer=low|medium|high` picks one.
+ */
+layers: number, };
 
 /**
- * What a room's publisher sends: play it with WHEP (`POST /whep/{room}`, docs/media.md).
+ * In which capacity someone publishes.
  */
-export type RoomMedia = { publisher: number, tracks: Array<MediaTrack>, };
+export type PublisherRole = "main" | "guest";
+
+/**
+ * What one publisher sends: play it with WHEP (`POST /whep/{room}?publisher={id}`,
+ * docs/media.md).
+ */
+export type RoomMedia = { publisher: number, tracks: Array<MediaTrack>, role: PublisherRole, };
 
 /**
  * A product as its card shows it in the room (讲解中 / 小黄车).
@@ -120,7 +130,7 @@ seed: string, entrants: number, winners: Array<UserRef>, } | { "kind": "order_no
 /**
  * Something that happened in a room, in order.
  */
-export type RoomEvent = { "kind": "live_started", host: UserRef, } | { "kind": "live_ended", peak: number, likes: number, } | { "kind": "chat", message: ChatMessage, } | { "kind": "message_removed", message: number, by: UserRef, } | { "kind": "message_pinned", message: ChatMessage, } | { "kind": "message_unpinned" } | { "kind": "user_muted", user: number, until: number, } | { "kind": "user_unmuted", user: number, } | { "kind": "media_changed", media: RoomMedia | null, } | { "kind": "member_joined", user: UserRef, role: MemberRole, } | { "kind": "member_left", user: UserRef, } | { "kind": "commerce", event: CommerceEvent, };
+export type RoomEvent = { "kind": "live_started", host: UserRef, } | { "kind": "live_ended", peak: number, likes: number, } | { "kind": "chat", message: ChatMessage, } | { "kind": "message_removed", message: number, by: UserRef, } | { "kind": "message_pinned", message: ChatMessage, } | { "kind": "message_unpinned" } | { "kind": "user_muted", user: number, until: number, } | { "kind": "user_unmuted", user: number, } | { "kind": "media_changed", media: RoomMedia | null, publishers: Array<RoomMedia>, } | { "kind": "stage_changed", stage: Array<UserRef>, } | { "kind": "member_joined", user: UserRef, role: MemberRole, } | { "kind": "member_left", user: UserRef, } | { "kind": "commerce", event: CommerceEvent, };
 
 /**
  * The state of a room as a newcomer (or a client that missed too much) needs it.
@@ -139,9 +149,13 @@ recent_chat: Array<ChatMessage>,
  */
 members: Array<UserRef> | null, 
 /**
- * What is being published now, if anything.
+ * The main publisher now, if any.
  */
-media: RoomMedia | null, };
+media: RoomMedia | null, 
+/**
+ * Everyone publishing now, main first.
+ */
+publishers: Array<RoomMedia>, };
 
 /**
  * A frame from the server.

@@ -28,6 +28,7 @@ import type {
   UserRef,
 } from '../api/protocol'
 import { api, isApiError } from '../api'
+import { stageApi } from '../api/stage'
 import { clearSession } from '../session'
 import { t } from '../i18n'
 
@@ -563,8 +564,19 @@ export interface LiveRoomState {
   /** Shown count: the server's total plus our taps not yet counted by it. */
   likes: number
   pinned: ChatMessage | null
-  /** What the room's publisher sends now (play it with WHEP), or null. */
+  /** What the room's main publisher (host, or the class's instructor) sends now (play it with
+   *  WHEP), or null. */
   media: RoomMedia | null
+  /** Everyone publishing now: the main publisher first, then the guests (trainees on a live
+   *  class's stage, a proctoring room's examinees) in the order they started. */
+  publishers: RoomMedia[]
+  /** Who is invited on a live class's stage (from GET …/stage on join, then `stage_changed`). */
+  stage: UserRef[]
+  /** Trainees on the stage at most (from GET …/stage), null until known. */
+  stageMax: number | null
+  /** Everyone present, for small rooms (the snapshot, then member_joined / member_left); null
+   *  for large ones. */
+  members: UserRef[] | null
   /** Oldest first, at most CHAT_KEEP; removed messages are taken out. */
   chat: ChatMessage[]
   /** Until when (server Unix ms) I am muted, when known. */
@@ -621,7 +633,12 @@ export function charCount(text: string): number {
  * Reactive state and actions of one live room over one WebSocket for the page. `roomId` may
  * change (the page is reused for another room): the old room is left and the new one joined.
  */
-export function useLiveRoom(roomId: () => number): LiveRoom {
+export interface LiveRoomOptions {
+  /** The room has a stage (a live class): who is on it is asked for on every (re)join. */
+  stage?: () => boolean
+}
+
+export function useLiveRoom(roomId: () => number, opts: LiveRoomOptions = {}): LiveRoom {
   const router = useRouter()
   const state = reactive<LiveRoomState>(emptyState())
   const nowTick = shallowRef(Date.now())
@@ -723,6 +740,30 @@ export function useLiveRoom(roomId: () => number): LiveRoom {
   // ---- room events
   let currentRoom = 0
 
+  // ---- the stage of a live class: asked for on join, then kept by `stage_changed`
+  /** `stage_changed` events seen: a GET answered after one of them is older than it. */
+  let stageEvents = 0
+  async function loadStage() {
+    const room = currentRoom
+    if (!room || !opts.stage?.()) return
+    const seen = stageEvents
+    try {
+      const view = await stageApi.get(room)
+      if (room !== currentRoom) return
+      state.stageMax = view.max
+      if (seen === stageEvents) state.stage = view.stage
+    } catch {
+      // The events keep it; the next join asks again.
+    }
+  }
+  // The room's kind may be known only after the snapshot arrived.
+  watch(
+    () => !!opts.stage?.(),
+    (has) => {
+      if (has && state.joined) void loadStage()
+    },
+  )
+
   function remember(id: number) {
     removed.add(id)
     removedOrder.push(id)
@@ -753,10 +794,13 @@ export function useLiveRoom(roomId: () => number): LiveRoom {
       state.likes = snap.likes + likeQueued + likeInflight
       state.pinned = snap.pinned
       state.media = snap.media
+      state.publishers = snap.publishers ?? (snap.media ? [snap.media] : [])
+      state.members = snap.members ? [...snap.members] : null
       state.chat = snap.recent_chat.slice(-CHAT_KEEP)
       removed = new Set()
       removedOrder = []
       scheduleLikes()
+      void loadStage()
       for (const fn of snapshotListeners) fn(kind)
     },
     resumed(role) {
@@ -818,12 +862,19 @@ export function useLiveRoom(roomId: () => number): LiveRoom {
           }
           break
         case 'member_joined':
+          if (state.members && !state.members.some((u) => u.id === ev.user.id)) state.members.push(ev.user)
           if (!mine(ev.user.id)) for (const fn of arrivalListeners) fn(ev.user)
           break
         case 'member_left':
+          if (state.members) state.members = state.members.filter((u) => u.id !== ev.user.id)
           break
         case 'media_changed':
           state.media = ev.media
+          state.publishers = ev.publishers ?? (ev.media ? [ev.media] : [])
+          break
+        case 'stage_changed':
+          stageEvents++
+          state.stage = ev.stage
           break
         case 'commerce':
           for (const fn of commerceListeners) fn(ev.event, msg.at)
@@ -953,6 +1004,10 @@ function emptyState(): LiveRoomState {
     likes: 0,
     pinned: null,
     media: null,
+    publishers: [],
+    stage: [],
+    stageMax: null,
+    members: null,
     chat: [],
     mutedUntil: null,
     muted: {},
