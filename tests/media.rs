@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::rtc_peer::{
-    PublishOptions, Publisher, Subscriber, VideoCodec, VideoPacket, eventually, post_sdp,
-    wait_until,
+    PublishOptions, Publisher, Subscriber, VideoCodec, VideoPacket, eventually, media_stats,
+    post_sdp, wait_media_stats, wait_until,
 };
 use common::{Backend, TestApp, assert_error, spawn_app};
 use reqwest::StatusCode;
@@ -61,9 +61,7 @@ async fn room(backend: Backend) -> Room {
 }
 
 async fn stats(app: &TestApp, admin: &str) -> Value {
-    let (status, stats) = app.get(admin, "/api/v1/media/stats").await;
-    assert_eq!(status, StatusCode::OK, "{stats}");
-    stats
+    media_stats(app, admin).await
 }
 
 fn counter(stats: &Value, name: &str) -> u64 {
@@ -79,18 +77,7 @@ async fn wait_stats(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let stats = stats(app, admin).await;
-        if done(&stats) {
-            return stats;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never {what}; last stats: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_media_stats(app, admin, what, WAIT, done).await
 }
 
 /// The server's sessions are exactly these.

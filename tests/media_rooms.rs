@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::rtc_peer::{PublishOptions, Publisher, Subscriber, VideoCodec, wait_until};
+use common::rtc_peer::{
+    PublishOptions, Publisher, Subscriber, VideoCodec, media_stats, wait_media_stats, wait_until,
+};
 use common::{Backend, TestApp, assert_error, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -45,9 +47,7 @@ async fn account_id(app: &TestApp, token: &str) -> i64 {
 }
 
 async fn stats(app: &TestApp, admin: &str) -> Value {
-    let (status, stats) = app.get(admin, "/api/v1/media/stats").await;
-    assert_eq!(status, StatusCode::OK, "{stats}");
-    stats
+    media_stats(app, admin).await
 }
 
 /// Polls the media stats until `done` holds.
@@ -57,18 +57,7 @@ async fn wait_stats(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let stats = stats(app, admin).await;
-        if done(&stats) {
-            return stats;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_media_stats(app, admin, what, WAIT, done).await
 }
 
 /// Plays `query` once its publisher's tracks are open (the session exists a moment before its

@@ -206,7 +206,7 @@ async fn start_publisher(to: [SocketAddr; 2], video_kbps: u64) -> Res<Publishing
                         .send_to(&datagram(&packet, ssrc[packet.track]), to[packet.track])
                         .await;
                     if sent.is_ok() {
-                        window.sent_one(packet.track);
+                        window.sent_one(packet.track, packet.seq);
                     }
                 }
             }

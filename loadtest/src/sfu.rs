@@ -238,7 +238,6 @@ impl Driver {
 /// The measured window, exact to the packet: the publisher numbers its packets (RTP sequence
 /// numbers, which the SFU forwards unchanged and SRTP leaves in clear), counts what it sends
 /// from `lo` on, and stops sending at the end; subscribers count what arrives from `lo` on.
-#[derive(Default)]
 pub(crate) struct Window {
     start: AtomicBool,
     started: AtomicBool,
@@ -247,9 +246,74 @@ pub(crate) struct Window {
     lo: [AtomicU32; 2],
     /// Per track: packets sent in the window.
     sent: [AtomicU64; 2],
+    /// The generator's clock for the latency: sends and arrivals in µs since this.
+    epoch: Instant,
+    /// When each video sequence number was handed to the socket (µs since `epoch`).
+    sent_at: Vec<AtomicU64>,
+    /// Publisher → SFU → subscriber latency of the window's video packets, in 50 µs steps
+    /// up to 1 s (the last bucket holds the rest).
+    latency: Vec<AtomicU64>,
+}
+
+/// Latency histogram: buckets of this many µs.
+const LATENCY_STEP_US: u64 = 50;
+const LATENCY_BUCKETS: usize = 20_000;
+
+impl Default for Window {
+    fn default() -> Self {
+        Self {
+            start: AtomicBool::default(),
+            started: AtomicBool::default(),
+            end: AtomicBool::default(),
+            lo: Default::default(),
+            sent: Default::default(),
+            epoch: Instant::now(),
+            sent_at: (0..=usize::from(u16::MAX))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            latency: (0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 impl Window {
+    /// A video packet of the window, numbered `seq` by the publisher, arrived now.
+    fn arrived(&self, seq: u16) {
+        let sent = self.sent_at[usize::from(seq)].load(Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_micros() as u64;
+        if sent > 0 && now >= sent {
+            let bucket = ((now - sent) / LATENCY_STEP_US) as usize;
+            self.latency[bucket.min(LATENCY_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The latency quantiles of the window's video, in ms (upper bucket bounds).
+    fn latency_ms(&self, quantiles: &[f64]) -> Vec<f64> {
+        let counts: Vec<u64> = self
+            .latency
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        quantiles
+            .iter()
+            .map(|q| {
+                if total == 0 {
+                    return 0.0;
+                }
+                let rank = ((total as f64 * q).ceil() as u64).max(1);
+                let mut seen = 0;
+                for (i, count) in counts.iter().enumerate() {
+                    seen += count;
+                    if seen >= rank {
+                        return ((i as u64 + 1) * LATENCY_STEP_US) as f64 / 1000.0;
+                    }
+                }
+                (LATENCY_BUCKETS as u64 * LATENCY_STEP_US) as f64 / 1000.0
+            })
+            .collect()
+    }
+
     /// Whether a received RTP packet of `track`, numbered `seq` by the publisher, was sent
     /// inside the window.
     fn counts(&self, track: usize, seq: u16) -> bool {
@@ -276,10 +340,14 @@ impl Window {
         self.end.load(Ordering::Relaxed)
     }
 
-    /// At the publisher: one more packet of `track` sent.
-    pub(crate) fn sent_one(&self, track: usize) {
+    /// At the publisher: one more packet of `track`, numbered `seq`, sent.
+    pub(crate) fn sent_one(&self, track: usize, seq: u16) {
         if self.started.load(Ordering::Relaxed) {
             self.sent[track].fetch_add(1, Ordering::Relaxed);
+        }
+        if track == 0 {
+            let now = (self.epoch.elapsed().as_micros() as u64).max(1);
+            self.sent_at[usize::from(seq)].store(now, Ordering::Relaxed);
         }
     }
 }
@@ -516,7 +584,7 @@ async fn start_publisher(
                     let now = Instant::now();
                     for packet in stream.due() {
                         let (_, sender, ssrc, pt) = payload_types[packet.track];
-                        let packet_track = packet.track;
+                        let (packet_track, packet_seq) = (packet.track, packet.seq);
                         let packet = rtc::rtp::Packet {
                             header: rtc::rtp::Header {
                                 version: 2,
@@ -533,7 +601,7 @@ async fn start_publisher(
                             && s.write_rtp(now, packet).is_ok()
                         {
                             sent.fetch_add(1, Ordering::Relaxed);
-                            window.sent_one(packet_track);
+                            window.sent_one(packet_track, packet_seq);
                         }
                     }
                 }
@@ -670,8 +738,12 @@ pub(crate) async fn count(
                 if driver.connected && is_rtp(data)
                     && let Some(seq) = renumbering.publisher_seq(data)
                 {
-                    if tally.window.counts(track_of(n), seq) {
+                    let track = track_of(n);
+                    if tally.window.counts(track, seq) {
                         tally.received.fetch_add(1, Ordering::Relaxed);
+                        if track == 0 {
+                            tally.window.arrived(seq);
+                        }
                     }
                     continue;
                 }
@@ -756,6 +828,7 @@ pub(crate) async fn measure(run: Measure) -> Res<serde_json::Value> {
         .map(|t| t.clone())
         .unwrap_or_default();
     times.sort_unstable();
+    let latency = window.latency_ms(&[0.5, 0.99, 0.999]);
     let quantile = |q: f64| -> u64 {
         if times.is_empty() {
             return 0;
@@ -781,6 +854,11 @@ pub(crate) async fn measure(run: Measure) -> Res<serde_json::Value> {
         "cpu_us_per_packet": if received > 0 { cpu * 1e6 / received as f64 } else { 0.0 },
         "forwarded_per_second": received as f64 / wall,
         "server_rss_mb": rss as f64 / 1_048_576.0,
+        // Publisher → server → subscriber, video, both hops on loopback (the generator's
+        // send and receive included): an upper bound of what the server adds.
+        "latency_p50_ms": latency[0],
+        "latency_p99_ms": latency[1],
+        "latency_p999_ms": latency[2],
     }))
 }
 

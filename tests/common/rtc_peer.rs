@@ -100,6 +100,36 @@ pub async fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bo
     true
 }
 
+/// The media endpoint's counters (`/api/v1/media/stats`, an administrator's token).
+pub async fn media_stats(app: &TestApp, admin: &str) -> Value {
+    let (status, stats) = app.get(admin, "/api/v1/media/stats").await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    stats
+}
+
+/// Polls the media stats until `done` holds; returns them (panics naming `what` after
+/// `timeout`).
+pub async fn wait_media_stats(
+    app: &TestApp,
+    admin: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stats = media_stats(app, admin).await;
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {what}; last stats: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// POSTs `body` as `application/sdp`: the status, the `Location`, the body.
 async fn post_offer(
     app: &TestApp,
